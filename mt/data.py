@@ -34,6 +34,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from mt.corpora import DataError
 from mt.tokenizer import (
     BOS_ID,
     EOS_ID,
@@ -44,10 +45,6 @@ from mt.tokenizer import (
     tokenizer_cache_key,
     train_tokenizer,
 )
-
-
-class DataError(ValueError):
-    """Bad input data. The message names the file (and line, where there is one)."""
 
 
 # --------------------------------------------------------------------------------------------
