@@ -1,0 +1,328 @@
+"""Seq2SeqModule: what the LSTM and the Transformer share.
+
+Loss, training/validation/test/predict steps, optimizer with a per-step learning-rate schedule,
+validation BLEU through the one decoding path (`mt.search`) and the one sacreBLEU call site
+(`mt.evaluation`), and self-contained checkpoints (they carry the sentencepiece model).
+
+A subclass implements the model interface that search relies on:
+
+    encode(src, src_pad_mask) -> State                 # (B, S), (B, S) True at padding
+    decode(tgt_in, state) -> logits                    # (B, T) -> (B, T, V), teacher forcing
+    decode_step(prev_tokens, state) -> (log_probs, State)   # (B,) -> (B, V), one step
+    State.index_select(indices) -> State               # reorder / expand rows for beam search
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler
+
+from mt.data import Batch
+from mt.tokenizer import PAD_ID, Tokenizer
+
+OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], Optimizer]
+SchedulerFactory = Callable[[Optimizer], LRScheduler]
+
+
+class State(Protocol):
+    """What `encode` returns and `decode_step` carries from step to step."""
+
+    def index_select(self, indices: Tensor) -> State: ...
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that is missing, truncated or not an mt checkpoint."""
+
+
+class WarmupLR(LambdaLR):
+    """Linear warm-up over ``warmup_steps`` optimizer steps, then inverse square root decay
+    (Vaswani et al. 2017) or a constant rate. Stepped once per optimizer step.
+
+    Args:
+        optimizer: the optimizer whose learning rate (its ``lr``) is the peak rate.
+        warmup_steps: steps of linear warm-up from ~0 to the peak.
+        decay: ``inverse_sqrt`` (lr * sqrt(warmup / step) after warm-up) or ``none``.
+    """
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        warmup_steps: int = 4000,
+        decay: Literal["inverse_sqrt", "none"] = "inverse_sqrt",
+    ) -> None:
+        self.warmup_steps, self.decay = max(1, warmup_steps), decay
+        super().__init__(optimizer, self._factor)
+
+    def _factor(self, step: int) -> float:
+        step += 1  # LambdaLR calls with 0 before the first optimizer step
+        if step < self.warmup_steps:
+            return step / self.warmup_steps
+        return math.sqrt(self.warmup_steps / step) if self.decay == "inverse_sqrt" else 1.0
+
+
+def _default_optimizer(params: Iterable[torch.nn.Parameter]) -> Optimizer:
+    return torch.optim.AdamW(params, lr=5e-4, betas=(0.9, 0.98), weight_decay=1e-4)
+
+
+class Seq2SeqModule(L.LightningModule):
+    """Base class of the encoder-decoder models (not used on its own).
+
+    Args:
+        vocab_size: size of the joint subword vocabulary (linked from the data module).
+        label_smoothing: label smoothing of the training loss (0 = plain cross-entropy).
+        optimizer: optimizer factory, e.g. ``class_path: torch.optim.AdamW`` in YAML.
+        lr_scheduler: learning-rate schedule factory, stepped every optimizer step.
+        beam_size: beam size of validation/test/predict decoding (1 = greedy).
+        length_penalty: GNMT length penalty alpha of beam search (0 = none).
+        max_len_a: hypotheses are at most ``max_len_a * source_length + max_len_b`` tokens.
+        max_len_b: see ``max_len_a``.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        label_smoothing: float = 0.1,
+        optimizer: OptimizerFactory = _default_optimizer,
+        lr_scheduler: SchedulerFactory | None = None,
+        beam_size: int = 1,
+        length_penalty: float = 1.0,
+        max_len_a: float = 1.2,
+        max_len_b: int = 10,
+    ) -> None:
+        super().__init__()
+        if type(self) is Seq2SeqModule:
+            raise TypeError("Seq2SeqModule is abstract: use mt.LSTMSeq2Seq or mt.TransformerSeq2Seq")
+        if not 0 <= label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        if beam_size < 1:
+            raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+        # The factories are code, not data: they stay out of the checkpoint so that checkpoints
+        # load with torch.load(weights_only=True). A resumed run gets them from its config again.
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        self.vocab_size = vocab_size
+        self.label_smoothing = label_smoothing
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = lr_scheduler
+        self.beam_size, self.length_penalty = beam_size, length_penalty
+        self.max_len_a, self.max_len_b = max_len_a, max_len_b
+        self.tokenizer: Tokenizer | None = None
+        self._eval_outputs: list[tuple[int, str, str]] = []
+
+    # -- the model interface (implemented by subclasses) ------------------------------------
+
+    def encode(self, src: Tensor, src_pad_mask: Tensor) -> State:
+        raise NotImplementedError
+
+    def decode(self, tgt_in: Tensor, state: State) -> Tensor:
+        raise NotImplementedError
+
+    def decode_step(self, prev_tokens: Tensor, state: State) -> tuple[Tensor, State]:
+        raise NotImplementedError
+
+    def forward(self, src: Tensor, src_pad_mask: Tensor, tgt_in: Tensor) -> Tensor:
+        """Teacher-forced logits (B, T, V)."""
+        return self.decode(tgt_in, self.encode(src, src_pad_mask))
+
+    # -- training ---------------------------------------------------------------------------
+
+    def _loss(self, batch: Batch, label_smoothing: float) -> tuple[Tensor, Tensor, int]:
+        """(smoothed loss, nll) summed over non-padding target tokens, and their count."""
+        logits = self(batch.src, batch.src_pad_mask, batch.tgt_in)  # (B, T, V)
+        logits = logits.flatten(0, 1).float()
+        target = batch.tgt_out.flatten()
+        nll = F.cross_entropy(logits, target, ignore_index=PAD_ID, reduction="sum")
+        if label_smoothing > 0:
+            loss = F.cross_entropy(
+                logits, target, ignore_index=PAD_ID, reduction="sum", label_smoothing=label_smoothing
+            )
+        else:
+            loss = nll
+        return loss, nll, batch.n_tgt_tokens
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        loss, nll, n_tokens = self._loss(batch, self.label_smoothing)
+        # Per-token mean over this batch (batches differ in token count, not in weight per token
+        # within a batch; the same convention as fairseq's per-token loss).
+        loss = loss / n_tokens
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
+        self.log("train/nll", nll.detach() / n_tokens, batch_size=len(batch))
+        return loss
+
+    def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=len(batch))
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # -- evaluation -------------------------------------------------------------------------
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        tokenizer = getattr(datamodule, "tokenizer", None)
+        if tokenizer is not None:
+            if tokenizer.vocab_size != self.vocab_size:
+                raise ValueError(
+                    f"the data's tokenizer has {tokenizer.vocab_size} pieces but the model was "
+                    f"built for vocab_size={self.vocab_size}"
+                )
+            if self.tokenizer is not None and self.tokenizer.fingerprint != tokenizer.fingerprint:
+                raise ValueError(
+                    "the checkpoint's sentencepiece model differs from the data module's: the "
+                    "model would read the wrong subwords (different data or vocab settings?)"
+                )
+            self.tokenizer = tokenizer
+
+    @torch.no_grad()
+    def generate(self, src: Tensor, src_pad_mask: Tensor) -> list[list[int]]:
+        """Best hypothesis of every row with the module's search settings."""
+        from mt.search import beam_search, greedy_search
+
+        if self.beam_size == 1:
+            hyps = greedy_search(self, src, src_pad_mask, self.max_len_a, self.max_len_b)
+        else:
+            hyps = [
+                nbest[0]
+                for nbest in beam_search(
+                    self,
+                    src,
+                    src_pad_mask,
+                    beam_size=self.beam_size,
+                    length_penalty=self.length_penalty,
+                    max_len_a=self.max_len_a,
+                    max_len_b=self.max_len_b,
+                )
+            ]
+        return [h.tokens for h in hyps]
+
+    def _eval_step(self, batch: Batch, split: str) -> None:
+        loss, nll, n_tokens = self._loss(batch, 0.0)
+        self._eval_sums[0] += nll.detach()
+        self._eval_sums[1] += n_tokens
+        if self.tokenizer is None:
+            raise RuntimeError("no tokenizer: fit/validate through a TranslationDataModule")
+        hyps = self.tokenizer.decode(self.generate(batch.src, batch.src_pad_mask))
+        for i, hyp, ref in zip(batch.indices.tolist(), hyps, batch.refs, strict=True):
+            self._eval_outputs.append((i, hyp, ref))
+
+    def _eval_start(self) -> None:
+        self._eval_outputs = []
+        self._eval_sums = torch.zeros(2, dtype=torch.float64, device=self.device)
+
+    def _eval_end(self, split: str) -> None:
+        from mt.evaluation import corpus_scores
+
+        sums = self.trainer.strategy.reduce(self._eval_sums, reduce_op="sum")
+        nll = float(sums[0] / sums[1].clamp(min=1))
+        rows = gather_unique(self._eval_outputs)
+        hyps, refs = [h for _, h, _ in rows], [r for _, _, r in rows]
+        scores = corpus_scores(hyps, refs)
+        self.log(f"{split}/loss", nll, sync_dist=False, rank_zero_only=False)
+        self.log(f"{split}/ppl", math.exp(min(nll, 50.0)))
+        self.log(f"{split}/bleu", scores.bleu, prog_bar=True)
+        self.log(f"{split}/chrf", scores.chrf)
+        self.last_eval = {"split": split, "scores": scores, "hyps": hyps, "refs": refs}
+        if not getattr(self, "_signature_logged", False) and self.trainer.is_global_zero:
+            self.print(f"[mt] {split}: {scores.bleu_detail}  ({scores.bleu_signature})")
+            self._signature_logged = True
+        self._eval_outputs = []
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_start()
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_end("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._eval_start()
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_end("test")
+
+    def predict_step(self, batch: Batch, batch_idx: int) -> list[tuple[int, str]]:
+        assert self.tokenizer is not None, "no tokenizer"
+        hyps = self.tokenizer.decode(self.generate(batch.src, batch.src_pad_mask))
+        return list(zip(batch.indices.tolist(), hyps, strict=True))
+
+    # -- checkpoints ------------------------------------------------------------------------
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.tokenizer is not None:
+            checkpoint["mt_tokenizer"] = self.tokenizer.model_proto
+        checkpoint["mt_class"] = f"{type(self).__module__}.{type(self).__qualname__}"
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "mt_tokenizer" in checkpoint:
+            self.tokenizer = Tokenizer(checkpoint["mt_tokenizer"])
+
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls, checkpoint_path: str | os.PathLike, map_location: Any = None, **kwargs: Any
+    ) -> Seq2SeqModule:
+        """Load a checkpoint; on the base class the architecture is read from the file."""
+        if cls is Seq2SeqModule:
+            return load_checkpoint(checkpoint_path, map_location or "cpu")
+        return super().load_from_checkpoint(checkpoint_path, map_location=map_location, **kwargs)
+
+
+def gather_unique(rows: list[tuple[int, str, str]]) -> list[tuple[int, str, str]]:
+    """All ranks' ``(line index, hypothesis, reference)`` rows, one per index, in file order.
+
+    Under DDP the samplers may repeat examples to even out the ranks; the line index removes them.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        gathered: list[list[tuple[int, str, str]]] = [[] for _ in range(torch.distributed.get_world_size())]
+        torch.distributed.all_gather_object(gathered, rows)
+        rows = [r for part in gathered for r in part]
+    return sorted({r[0]: r for r in rows}.values())
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Seq2SeqModule:
+    """Rebuild the model a checkpoint was saved from, with its tokenizer; no config needed.
+
+    The file is read with ``weights_only=True``: no pickled code is executed.
+
+    Raises:
+        CheckpointError: the file is missing, truncated/corrupt, or not an mt checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # zip errors, unpickling errors, EOF: all mean "unreadable"
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
+    if not isinstance(ckpt, dict) or "mt_class" not in ckpt or "state_dict" not in ckpt:
+        raise CheckpointError(f"{path}: not an mt checkpoint (no model class or weights in it)")
+    module_name, _, class_name = ckpt["mt_class"].rpartition(".")
+    if not module_name.startswith("mt."):
+        raise CheckpointError(f"{path}: refusing to load model class {ckpt['mt_class']!r}")
+    model_cls = getattr(importlib.import_module(module_name), class_name)
+    if not (isinstance(model_cls, type) and issubclass(model_cls, Seq2SeqModule)):
+        raise CheckpointError(f"{path}: {ckpt['mt_class']} is not a Seq2SeqModule")
+    model = model_cls(**ckpt.get("hyper_parameters", {}))
+    model.load_state_dict(ckpt["state_dict"])
+    model.on_load_checkpoint(ckpt)
+    if model.tokenizer is None:
+        raise CheckpointError(f"{path}: the checkpoint carries no sentencepiece model")
+    return model.eval()
