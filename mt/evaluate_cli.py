@@ -1,0 +1,210 @@
+"""Command line for ``scripts/evaluate.py``: score translation files with sacreBLEU.
+
+Scoring mode (available now)::
+
+    python scripts/evaluate.py --hyp HYP --ref REF [--src SRC] [--json OUT]
+                               [--bucket-edges 10 20 30 40 50]
+
+prints the BLEU and chrF lines exactly as ``sacrebleu REF -i HYP -m bleu chrf`` prints them
+(with signatures); with ``--src`` it adds a table of scores per source-length bucket with
+bootstrap 95% intervals; ``--json`` writes everything to a file.
+
+Translate-then-score mode (``--checkpoint``) is reserved: :func:`translate_with_checkpoint` is
+the hook to implement; until then ``--checkpoint`` fails with a clear error.
+
+Files are read as sacreBLEU's CLI reads them: UTF-8, split on ``"\\n"`` only, and each line
+``rstrip()``-ed (so ``"\\r\\n"`` endings and trailing blanks are dropped, leading whitespace
+kept). Unlike sacreBLEU, invalid UTF-8 is reported with the file name and 1-based line number.
+Bad input ends the program with exit code 1 and a one-line ``error: ...`` on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mt.evaluation import (
+    DEFAULT_EDGES,
+    DEFAULT_N_BOOTSTRAP,
+    DEFAULT_SEED,
+    corpus_scores,
+    format_buckets_table,
+    format_scores,
+    length_buckets,
+)
+
+
+class InputError(Exception):
+    """Bad user input (unreadable file, invalid UTF-8, mismatched line counts, ...)."""
+
+
+def read_lines(path: str | Path) -> list[str]:
+    """Read a text file the way the ``sacrebleu`` CLI does, but strictly.
+
+    The file (optionally gzip-compressed, by ``.gz`` suffix) is decoded as UTF-8 line by line,
+    lines are split on ``"\\n"`` only (no other Unicode line breaks) and each line is
+    ``rstrip()``-ed, exactly as ``sacrebleu`` does (``line.rstrip()`` after opening with
+    ``newline="\\n"``). A final line without a trailing newline is kept; a byte-order mark is
+    not removed (sacreBLEU keeps it too).
+
+    Raises:
+        InputError: if the file cannot be read or a line is not valid UTF-8 (the message
+            names the file and the 1-based line number).
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+        if path.suffix == ".gz":
+            data = gzip.decompress(data)
+    except (OSError, EOFError) as exc:
+        raise InputError(f"cannot read {path}: {exc}") from None
+    chunks = data.split(b"\n")
+    if chunks and chunks[-1] == b"":
+        chunks.pop()
+    lines: list[str] = []
+    for lineno, chunk in enumerate(chunks, 1):
+        try:
+            text = chunk.decode("utf-8", errors="strict")
+        except UnicodeDecodeError as exc:
+            raise InputError(
+                f"{path}:{lineno}: invalid UTF-8 ({exc.reason} at byte {exc.start} of the line)"
+            ) from None
+        lines.append(text.rstrip())
+    return lines
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Argument parser for scripts/evaluate.py."""
+    parser = argparse.ArgumentParser(
+        prog="evaluate.py",
+        description="Score translations with sacreBLEU (BLEU, chrF) and per-length buckets.",
+    )
+    score = parser.add_argument_group("scoring (existing hypotheses)")
+    score.add_argument("--hyp", type=Path, help="system output, one sentence per line")
+    score.add_argument("--ref", type=Path, help="reference translations, one per line")
+    score.add_argument(
+        "--src", type=Path, help="source sentences; enables the source-length bucket table"
+    )
+    score.add_argument(
+        "--bucket-edges",
+        type=int,
+        nargs="+",
+        default=list(DEFAULT_EDGES),
+        metavar="N",
+        help="inclusive upper bounds of the source-length buckets (default: %(default)s)",
+    )
+    score.add_argument(
+        "--n-bootstrap",
+        type=int,
+        default=DEFAULT_N_BOOTSTRAP,
+        help="bootstrap resamples for bucket confidence intervals (default: %(default)s)",
+    )
+    score.add_argument(
+        "--seed", type=int, default=DEFAULT_SEED, help="bootstrap seed (default: %(default)s)"
+    )
+    score.add_argument("--json", type=Path, metavar="OUT", help="also write all results here")
+
+    translate = parser.add_argument_group(
+        "translate-then-score (not available yet)",
+        "Translate --src with a trained checkpoint, then score against --ref.",
+    )
+    translate.add_argument(
+        "--checkpoint", type=Path, help="model checkpoint to translate --src with"
+    )
+    return parser
+
+
+def translate_with_checkpoint(args: argparse.Namespace) -> list[str]:
+    """Hook for the translate-then-score mode: return hypotheses for ``args.src``.
+
+    To be implemented with the model code (load ``args.checkpoint``, translate the lines of
+    ``args.src``, return one hypothesis per source line). :func:`run` then scores them exactly
+    like ``--hyp`` input.
+    """
+    raise InputError("--checkpoint (translate-then-score) is not available yet; use --hyp")
+
+
+def _check_counts(name_a: str, a: Sequence[str], name_b: str, b: Sequence[str]) -> None:
+    """Raise ``InputError`` naming both files and their line counts if they differ."""
+    if len(a) != len(b):
+        raise InputError(
+            f"line counts differ: {name_a} has {len(a)} lines, {name_b} has {len(b)} lines"
+        )
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Score per ``args``, print the report to stdout and return it as a dict."""
+    if args.ref is None:
+        raise InputError("--ref is required")
+    refs = read_lines(args.ref)
+    src = read_lines(args.src) if args.src is not None else None
+
+    if args.checkpoint is not None:
+        if src is None:
+            raise InputError("--checkpoint needs --src to translate")
+        hyps = translate_with_checkpoint(args)
+        hyp_name = f"translations of {args.src} by {args.checkpoint}"
+    elif args.hyp is not None:
+        hyps = read_lines(args.hyp)
+        hyp_name = str(args.hyp)
+    else:
+        raise InputError("give --hyp (or --checkpoint) to score")
+
+    _check_counts(hyp_name, hyps, str(args.ref), refs)
+    if src is not None:
+        _check_counts(str(args.src), src, str(args.ref), refs)
+    if not refs:
+        raise InputError(f"no lines to score in {args.ref}")
+
+    try:
+        scores = corpus_scores(hyps, refs)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    print(format_scores(scores))
+
+    result: dict[str, Any] = {
+        "hyp": hyp_name,
+        "ref": str(args.ref),
+        "src": None if args.src is None else str(args.src),
+        "checkpoint": None if args.checkpoint is None else str(args.checkpoint),
+        **scores.to_dict(),
+    }
+    if src is not None:
+        try:
+            buckets = length_buckets(
+                src, hyps, refs, args.bucket_edges, n_bootstrap=args.n_bootstrap, seed=args.seed
+            )
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+        print()
+        print(f"Scores by source length (words; 95% CI from {args.n_bootstrap} resamples):")
+        print(format_buckets_table(buckets))
+        result["bucket_edges"] = list(args.bucket_edges)
+        result["n_bootstrap"] = args.n_bootstrap
+        result["seed"] = args.seed
+        result["buckets"] = [b.to_dict() for b in buckets]
+
+    if args.json is not None:
+        try:
+            args.json.write_text(
+                json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+            )
+        except OSError as exc:
+            raise InputError(f"cannot write {args.json}: {exc}") from None
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit code (0 ok, 1 bad input, 2 bad arguments)."""
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
