@@ -71,14 +71,30 @@ def iter_lines(path: str | os.PathLike) -> Iterator[str]:
                 ) from None
 
 
-def count_lines(path: str | os.PathLike) -> int:
-    n = 0
-    last = b"\n"
+def check_text_file(path: str | os.PathLike, chunk: int = 1 << 22) -> int:
+    """Count the lines of a file and check that it is valid UTF-8, in one pass.
+
+    Raises:
+        DataError: naming the file and the 1-based line of the first invalid byte.
+    """
+    n, rest = 0, b""
     with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            n += block.count(b"\n")
-            last = block[-1:]
-    return n + (last != b"\n")  # a last line without a final newline still counts
+        while True:
+            block = f.read(chunk)
+            data = rest + block
+            # Decode whole lines only, so that a character split between two reads is no error.
+            cut = len(data) if not block else data.rfind(b"\n") + 1
+            part, rest = data[:cut], data[cut:]
+            try:
+                part.decode("utf-8")
+            except UnicodeDecodeError as err:
+                line = n + part[: err.start].count(b"\n") + 1
+                raise DataError(
+                    f"{path}:{line}: invalid UTF-8 (byte {part[err.start]:#04x})"
+                ) from None
+            n += part.count(b"\n")
+            if not block:
+                return n + (len(part) > 0 and not part.endswith(b"\n"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -497,7 +513,7 @@ class TranslationDataModule(L.LightningDataModule):
                     f"data.data_dir={str(self.data_dir)!r}; found: {', '.join(have) or 'nothing'}). "
                     "Get the corpus with `python scripts/download_data.py` or `make data`."
                 )
-        n_src, n_tgt = count_lines(src), count_lines(tgt)
+        n_src, n_tgt = check_text_file(src), check_text_file(tgt)
         if n_src != n_tgt:
             raise DataError(f"{src} has {n_src} lines but {tgt} has {n_tgt}; they must be parallel")
         if stage == "train" and n_src == 0:

@@ -1,0 +1,6 @@
+"""`python -m mt fit --config ...` is the same as `mt fit --config ...`."""
+
+from mt.cli import main
+
+if __name__ == "__main__":
+    main()
