@@ -1,0 +1,533 @@
+"""Transformer encoder-decoder (Vaswani et al. 2017) with an incremental decoding cache.
+
+Shape legend:
+    B   batch (sentences; sentences x beams during beam search)
+    S   source length
+    T   target length (t: the current decoding step, counted from 0)
+    D   model width (``d_model``)
+    H   attention heads; Dh = D / H is the width of one head
+    F   feed-forward width (``ffn_dim``)
+    V   vocabulary (one joint subword vocabulary)
+    K   beam size
+    L   number of decoder layers
+
+Read top to bottom: positions and masks -> attention -> layers -> decoding state -> the model.
+
+Masks. ``F.scaled_dot_product_attention`` (SDPA) takes a boolean ``attn_mask`` that is True where
+attention is *allowed*, the opposite of ``src_pad_mask`` (True at padding). The source key mask is
+(B, 1, 1, S) and broadcasts over heads and queries, so a padding query row still attends to the real
+tokens of its sentence and stays finite; padding rows of the encoder output are never read because
+they are masked as keys in cross-attention. A row without any real key (an all-PAD source, which real
+data never has: sources end in EOS) would give softmax over nothing = NaN, and NaN values leak
+through a masked attention weight (0 * NaN = NaN); such a row is allowed to attend everywhere
+instead, so every value stays finite. The decoder's self-attention needs no target padding mask:
+targets are right-padded, so under the causal mask a real position never sees a padding one.
+
+Incremental decoding. ``encode`` computes every decoder layer's cross-attention keys/values of the
+encoder memory once and puts them in a ``TransformerState``, which both ``decode`` (teacher forcing)
+and ``decode_step`` read. The self-attention cache holds, per decoder layer, the keys/values of all
+previous target positions and grows by concatenation: each step appends one position, which copies
+the cache, O(t) like the attention of that step, and keeps ``index_select`` (beam reordering) and
+dropping finished rows trivial; no maximum length is fixed in advance. ``decode_step`` never
+modifies the state it is given: it returns a new one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mt.module import Seq2SeqModule
+from mt.tokenizer import PAD_ID
+
+__all__ = ["TransformerSeq2Seq", "TransformerState", "sinusoidal_positions"]
+
+KeyValue = tuple[Tensor, Tensor]  # keys and values, each (B, H, length, Dh)
+
+
+# -- positions and masks -------------------------------------------------------------------------
+
+
+def sinusoidal_positions(start: int, length: int, dim: int, device: torch.device) -> Tensor:
+    """Sinusoidal position encodings of positions ``start .. start + length - 1``, any length.
+
+    ``PE[pos, i] = sin(pos * w_i)`` and ``PE[pos, D/2 + i] = cos(pos * w_i)`` with
+    ``w_i = 10000 ** (-2i / D)``: Vaswani et al.'s encodings with the sines and cosines in two
+    halves instead of interleaved (an equivalent permutation of the features). Computed in float32
+    and element-wise, so one position computed alone is bit-identical to the same position in a
+    longer range (what makes ``decode_step`` match ``decode``).
+
+    Returns:
+        (length, D) float32.
+    """
+    positions = torch.arange(start, start + length, device=device, dtype=torch.float32)  # (T,)
+    exponents = torch.arange(0, dim, 2, device=device, dtype=torch.float32) / dim  # (D/2,)
+    angles = positions[:, None] * torch.pow(10000.0, -exponents)[None, :]  # (T, D/2)
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)  # (T, D)
+
+
+def key_padding_to_attn_mask(pad_mask: Tensor) -> Tensor:
+    """SDPA mask from a key padding mask: (B, S) True at padding -> (B, 1, 1, S) True = attend.
+
+    A row whose keys are all padding may attend to all of them (see the module docstring), so that
+    no NaN is ever produced.
+    """
+    allowed = ~pad_mask  # (B, S)
+    allowed = allowed | ~allowed.any(dim=1, keepdim=True)  # (B, S)
+    return allowed[:, None, None, :]  # (B, 1, 1, S)
+
+
+def split_heads(x: Tensor, n_heads: int) -> Tensor:
+    """(B, T, D) -> (B, H, T, Dh)."""
+    batch, length, width = x.shape
+    return x.view(batch, length, n_heads, width // n_heads).transpose(1, 2)
+
+
+def merge_heads(x: Tensor) -> Tensor:
+    """(B, H, T, Dh) -> (B, T, D)."""
+    batch, n_heads, length, head_dim = x.shape
+    return x.transpose(1, 2).reshape(batch, length, n_heads * head_dim)
+
+
+def _xavier_blocks(linear: nn.Linear, n_blocks: int) -> None:
+    """Xavier-uniform init of a fused projection as if its ``n_blocks`` row blocks were separate
+    (D, D) matrices (a fused (3D, D) matrix would otherwise get a smaller range); zero bias."""
+    for block in linear.weight.chunk(n_blocks, dim=0):
+        nn.init.xavier_uniform_(block)
+    if linear.bias is not None:
+        nn.init.zeros_(linear.bias)
+
+
+# -- attention -----------------------------------------------------------------------------------
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with a fused query/key/value projection and an optional cache.
+
+    Args:
+        d_model: D.
+        n_heads: H.
+        attention_dropout: dropout on the attention weights (training only).
+    """
+
+    def __init__(self, d_model: int, n_heads: int, attention_dropout: float) -> None:
+        super().__init__()
+        self.n_heads, self.attention_dropout = n_heads, attention_dropout
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+        _xavier_blocks(self.qkv, 3)
+        _xavier_blocks(self.out, 1)
+
+    def forward(
+        self,
+        x: Tensor,
+        attn_mask: Tensor | None = None,
+        is_causal: bool = False,
+        cache: KeyValue | None = None,
+    ) -> tuple[Tensor, KeyValue]:
+        """Attend over ``x`` itself (and the cached previous positions).
+
+        Args:
+            x: (B, T, D).
+            attn_mask: boolean SDPA mask, True = attend, broadcastable to (B, H, T, T').
+            is_causal: causal mask over ``x`` (teacher forcing; not with ``cache``).
+            cache: keys/values of the previous positions, each (B, H, t, Dh); the new positions
+                attend to all of them (incremental decoding: T = 1).
+
+        Returns:
+            (B, T, D) output and the keys/values of all positions, each (B, H, t + T, Dh).
+        """
+        q, k, v = self.qkv(x).chunk(3, dim=-1)  # 3 x (B, T, D)
+        q, k, v = (split_heads(t, self.n_heads) for t in (q, k, v))  # 3 x (B, H, T, Dh)
+        if cache is not None:
+            k = torch.cat([cache[0], k], dim=2)  # (B, H, t + T, Dh)
+            v = torch.cat([cache[1], v], dim=2)  # (B, H, t + T, Dh)
+        y = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=attn_mask,
+            dropout_p=self.attention_dropout if self.training else 0.0,
+            is_causal=is_causal,
+        )  # (B, H, T, Dh)
+        return self.out(merge_heads(y)), (k, v)  # (B, T, D)
+
+
+class CrossAttention(nn.Module):
+    """Multi-head attention of the decoder over the encoder memory.
+
+    The memory's keys/values are computed separately (``memory_kv``), once per source batch.
+
+    Args:
+        d_model: D.
+        n_heads: H.
+        attention_dropout: dropout on the attention weights (training only).
+    """
+
+    def __init__(self, d_model: int, n_heads: int, attention_dropout: float) -> None:
+        super().__init__()
+        self.n_heads, self.attention_dropout = n_heads, attention_dropout
+        self.q = nn.Linear(d_model, d_model)
+        self.kv = nn.Linear(d_model, 2 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+        _xavier_blocks(self.q, 1)
+        _xavier_blocks(self.kv, 2)
+        _xavier_blocks(self.out, 1)
+
+    def memory_kv(self, memory: Tensor) -> KeyValue:
+        """(B, S, D) encoder memory -> its keys and values, each (B, H, S, Dh)."""
+        k, v = self.kv(memory).chunk(2, dim=-1)  # 2 x (B, S, D)
+        return split_heads(k, self.n_heads), split_heads(v, self.n_heads)
+
+    def forward(self, x: Tensor, memory_kv: KeyValue, memory_mask: Tensor) -> Tensor:
+        """(B, T, D) queries, memory keys/values (B, H, S, Dh), (B, 1, 1, S) mask -> (B, T, D)."""
+        q = split_heads(self.q(x), self.n_heads)  # (B, H, T, Dh)
+        y = F.scaled_dot_product_attention(
+            q,
+            memory_kv[0],
+            memory_kv[1],
+            attn_mask=memory_mask,
+            dropout_p=self.attention_dropout if self.training else 0.0,
+        )  # (B, H, T, Dh)
+        return self.out(merge_heads(y))  # (B, T, D)
+
+
+class FeedForward(nn.Module):
+    """Position-wise feed-forward network: Linear(D, F) -> activation -> Linear(F, D).
+
+    Args:
+        d_model: D.
+        ffn_dim: F.
+        activation: ``relu`` or ``gelu``.
+    """
+
+    def __init__(self, d_model: int, ffn_dim: int, activation: Literal["relu", "gelu"]) -> None:
+        super().__init__()
+        self.up = nn.Linear(d_model, ffn_dim)
+        self.down = nn.Linear(ffn_dim, d_model)
+        self.activation = F.relu if activation == "relu" else F.gelu
+        _xavier_blocks(self.up, 1)
+        _xavier_blocks(self.down, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, T, D) -> (B, T, D)."""
+        return self.down(self.activation(self.up(x)))  # (B, T, F) inside
+
+
+# -- layers --------------------------------------------------------------------------------------
+
+
+class _Block(nn.Module):
+    """Residual connections around sub-layers, pre-norm or post-norm.
+
+    Pre-norm:  ``x + dropout(f(norm(x)))``  (the stack ends with a final LayerNorm).
+    Post-norm: ``norm(x + dropout(f(x)))``  (Vaswani et al.'s original arrangement).
+    """
+
+    def __init__(self, dropout: float, pre_norm: bool) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.pre_norm = pre_norm
+
+    def _sublayer_in(self, x: Tensor, norm: nn.LayerNorm) -> Tensor:
+        return norm(x) if self.pre_norm else x
+
+    def _sublayer_out(self, x: Tensor, y: Tensor, norm: nn.LayerNorm) -> Tensor:
+        x = x + self.dropout(y)
+        return x if self.pre_norm else norm(x)
+
+
+class EncoderLayer(_Block):
+    """Self-attention over the source, then the feed-forward network.
+
+    Args:
+        d_model: D.
+        n_heads: H.
+        ffn_dim: F.
+        dropout: dropout on each sub-layer's output before the residual addition.
+        attention_dropout: dropout on the attention weights.
+        activation: feed-forward activation.
+        pre_norm: pre-norm (True) or post-norm (False) residual blocks.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        ffn_dim: int,
+        dropout: float,
+        attention_dropout: float,
+        activation: Literal["relu", "gelu"],
+        pre_norm: bool,
+    ) -> None:
+        super().__init__(dropout, pre_norm)
+        self.self_attn = SelfAttention(d_model, n_heads, attention_dropout)
+        self.ffn = FeedForward(d_model, ffn_dim, activation)
+        self.norm1, self.norm2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
+
+    def forward(self, x: Tensor, src_mask: Tensor) -> Tensor:
+        """(B, S, D), (B, 1, 1, S) SDPA mask -> (B, S, D)."""
+        y, _ = self.self_attn(self._sublayer_in(x, self.norm1), attn_mask=src_mask)
+        x = self._sublayer_out(x, y, self.norm1)
+        y = self.ffn(self._sublayer_in(x, self.norm2))
+        return self._sublayer_out(x, y, self.norm2)
+
+
+class DecoderLayer(_Block):
+    """Causal self-attention, cross-attention over the encoder memory, feed-forward network.
+
+    Args: as for ``EncoderLayer``.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        ffn_dim: int,
+        dropout: float,
+        attention_dropout: float,
+        activation: Literal["relu", "gelu"],
+        pre_norm: bool,
+    ) -> None:
+        super().__init__(dropout, pre_norm)
+        self.self_attn = SelfAttention(d_model, n_heads, attention_dropout)
+        self.cross_attn = CrossAttention(d_model, n_heads, attention_dropout)
+        self.ffn = FeedForward(d_model, ffn_dim, activation)
+        self.norm1, self.norm2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
+        self.norm3 = nn.LayerNorm(d_model)
+
+    def forward(
+        self,
+        x: Tensor,
+        memory_kv: KeyValue,
+        memory_mask: Tensor,
+        cache: KeyValue | None = None,
+    ) -> tuple[Tensor, KeyValue]:
+        """One decoder layer.
+
+        Args:
+            x: (B, T, D) target positions.
+            memory_kv: this layer's cross-attention keys/values, each (B, H, S, Dh).
+            memory_mask: (B, 1, 1, S) SDPA mask of the source.
+            cache: self-attention keys/values of the previous positions (incremental decoding,
+                T = 1); None for teacher forcing (causal over ``x``).
+
+        Returns:
+            (B, T, D) and the self-attention keys/values, each (B, H, t + T, Dh).
+        """
+        h = self._sublayer_in(x, self.norm1)
+        y, kv = self.self_attn(h, is_causal=cache is None, cache=cache)
+        x = self._sublayer_out(x, y, self.norm1)
+        y = self.cross_attn(self._sublayer_in(x, self.norm2), memory_kv, memory_mask)
+        x = self._sublayer_out(x, y, self.norm2)
+        y = self.ffn(self._sublayer_in(x, self.norm3))
+        return self._sublayer_out(x, y, self.norm3), kv
+
+
+# -- decoding state ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TransformerState:
+    """What the decoder needs from step to step; every tensor has the batch (row) dimension first.
+
+    Attributes:
+        memory_pad_mask: (B, S) bool, True at source padding.
+        cross_kv: per decoder layer, the encoder memory's cross-attention keys and values, each
+            (B, H, S, Dh); computed once in ``encode``.
+        self_kv: per decoder layer, the self-attention keys and values of the target positions
+            decoded so far, each (B, H, t, Dh); empty (t = 0) after ``encode``.
+        step: t, the number of target positions decoded so far (the position of the next one).
+    """
+
+    memory_pad_mask: Tensor
+    cross_kv: tuple[KeyValue, ...]
+    self_kv: tuple[KeyValue, ...]
+    step: int = 0
+
+    def index_select(self, indices: Tensor) -> TransformerState:
+        """Rows ``indices`` (B',) of every tensor: reorder, repeat (beam expansion) or drop rows."""
+
+        def pick(kv: KeyValue) -> KeyValue:
+            return kv[0].index_select(0, indices), kv[1].index_select(0, indices)
+
+        return TransformerState(
+            memory_pad_mask=self.memory_pad_mask.index_select(0, indices),
+            cross_kv=tuple(pick(kv) for kv in self.cross_kv),
+            self_kv=tuple(pick(kv) for kv in self.self_kv),
+            step=self.step,
+        )
+
+
+# -- the model -----------------------------------------------------------------------------------
+
+
+class TransformerSeq2Seq(Seq2SeqModule):
+    """Transformer encoder-decoder for translation (Vaswani et al. 2017).
+
+    Token embeddings scaled by sqrt(D) plus sinusoidal positions, then dropout; pre-norm (default)
+    or post-norm residual blocks; scaled dot-product attention through
+    ``F.scaled_dot_product_attention``; optionally one embedding matrix for source and target (a
+    joint vocabulary) and an output projection tied to the target embeddings.
+
+    Args:
+        vocab_size: size of the joint subword vocabulary (linked from the data module).
+        d_model: model width D (even, and divisible by ``n_heads``).
+        n_heads: attention heads H.
+        encoder_layers: number of encoder layers.
+        decoder_layers: number of decoder layers.
+        ffn_dim: width F of the position-wise feed-forward networks.
+        dropout: dropout on embeddings and on every sub-layer's output before the residual
+            addition.
+        attention_dropout: dropout on the attention weights.
+        activation: activation of the feed-forward networks.
+        norm: ``pre`` (LayerNorm before each sub-layer, plus a final LayerNorm after each stack;
+            stable without a long warm-up) or ``post`` (LayerNorm after each residual addition,
+            as in the original paper).
+        share_embeddings: one embedding matrix for source and target tokens.
+        tie_output: the output projection is the transposed target embedding matrix.
+        **kwargs: the arguments of ``Seq2SeqModule`` (label_smoothing, optimizer, lr_scheduler,
+            beam_size, length_penalty, max_len_a, max_len_b).
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        d_model: int = 512,
+        n_heads: int = 8,
+        encoder_layers: int = 6,
+        decoder_layers: int = 6,
+        ffn_dim: int = 2048,
+        dropout: float = 0.1,
+        attention_dropout: float = 0.0,
+        activation: Literal["relu", "gelu"] = "relu",
+        norm: Literal["pre", "post"] = "pre",
+        share_embeddings: bool = True,
+        tie_output: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(vocab_size=vocab_size, **kwargs)
+        if d_model % n_heads != 0 or d_model % 2 != 0:
+            raise ValueError(f"d_model={d_model} must be even and divisible by n_heads={n_heads}")
+        if encoder_layers < 1 or decoder_layers < 1:
+            raise ValueError("encoder_layers and decoder_layers must be >= 1")
+        if not (0 <= dropout < 1 and 0 <= attention_dropout < 1):
+            raise ValueError("dropout and attention_dropout must be in [0, 1)")
+        if activation not in ("relu", "gelu"):
+            raise ValueError(f"activation must be 'relu' or 'gelu', got {activation!r}")
+        if norm not in ("pre", "post"):
+            raise ValueError(f"norm must be 'pre' or 'post', got {norm!r}")
+        self.d_model, self.n_heads = d_model, n_heads
+        self.tie_output = tie_output
+        self.embed_scale = math.sqrt(d_model)
+        pre_norm = norm == "pre"
+        layer_args = (d_model, n_heads, ffn_dim, dropout, attention_dropout, activation, pre_norm)
+
+        self.src_embed = nn.Embedding(vocab_size, d_model, padding_idx=PAD_ID)
+        self.tgt_embed = (
+            self.src_embed
+            if share_embeddings
+            else nn.Embedding(vocab_size, d_model, padding_idx=PAD_ID)
+        )
+        self.embed_dropout = nn.Dropout(dropout)
+        self.encoder = nn.ModuleList(EncoderLayer(*layer_args) for _ in range(encoder_layers))
+        self.decoder = nn.ModuleList(DecoderLayer(*layer_args) for _ in range(decoder_layers))
+        # Pre-norm leaves the residual stream unnormalised: each stack ends with a LayerNorm.
+        self.encoder_norm = nn.LayerNorm(d_model) if pre_norm else nn.Identity()
+        self.decoder_norm = nn.LayerNorm(d_model) if pre_norm else nn.Identity()
+        self.output_proj: nn.Linear | None = (
+            None if tie_output else nn.Linear(d_model, vocab_size, bias=False)
+        )
+
+        # Embeddings ~ N(0, 1/D): after the sqrt(D) scaling they have unit variance, and as a tied
+        # output matrix they give logits of unit scale. The linear layers initialise themselves.
+        embeddings = [self.src_embed] if share_embeddings else [self.src_embed, self.tgt_embed]
+        for embedding in embeddings:
+            nn.init.normal_(embedding.weight, mean=0.0, std=d_model**-0.5)
+            nn.init.zeros_(embedding.weight[PAD_ID])  # a start only: tied, the row gets gradients
+        if self.output_proj is not None:
+            nn.init.normal_(self.output_proj.weight, mean=0.0, std=d_model**-0.5)
+
+    def num_parameters(self) -> int:
+        """Number of trainable parameters, shared ones counted once."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def _embed(self, embedding: nn.Embedding, tokens: Tensor, start: int) -> Tensor:
+        """(B, T) ids at positions ``start ..`` -> (B, T, D) scaled embeddings + positions."""
+        x = embedding(tokens) * self.embed_scale  # (B, T, D)
+        positions = sinusoidal_positions(start, tokens.size(1), self.d_model, tokens.device)
+        return self.embed_dropout(x + positions.to(x.dtype))  # (B, T, D)
+
+    def _logits(self, x: Tensor) -> Tensor:
+        """(B, T, D) final decoder states -> (B, T, V) logits."""
+        if self.output_proj is None:
+            return F.linear(x, self.tgt_embed.weight)  # (B, T, V)
+        return self.output_proj(x)  # (B, T, V)
+
+    def encode(self, src: Tensor, src_pad_mask: Tensor) -> TransformerState:
+        """Run the encoder and precompute every decoder layer's cross-attention keys/values.
+
+        Args:
+            src: (B, S) source ids (subwords then EOS, right-padded with PAD).
+            src_pad_mask: (B, S) bool, True at padding.
+        """
+        src_mask = key_padding_to_attn_mask(src_pad_mask)  # (B, 1, 1, S)
+        x = self._embed(self.src_embed, src, start=0)  # (B, S, D)
+        for layer in self.encoder:
+            x = layer(x, src_mask)  # (B, S, D)
+        memory = self.encoder_norm(x)  # (B, S, D)
+        batch, head_dim = src.size(0), self.d_model // self.n_heads
+        empty = memory.new_zeros(batch, self.n_heads, 0, head_dim)  # (B, H, 0, Dh)
+        return TransformerState(
+            memory_pad_mask=src_pad_mask,
+            cross_kv=tuple(layer.cross_attn.memory_kv(memory) for layer in self.decoder),
+            self_kv=tuple((empty, empty) for _ in self.decoder),
+            step=0,
+        )
+
+    def decode(self, tgt_in: Tensor, state: TransformerState) -> Tensor:
+        """Teacher forcing: logits of every target position at once, causally.
+
+        Starts at position 0 and ignores the state's self-attention cache.
+
+        Args:
+            tgt_in: (B, T) BOS followed by the target ids, right-padded with PAD.
+            state: what ``encode`` returned.
+
+        Returns:
+            (B, T, V) logits.
+        """
+        memory_mask = key_padding_to_attn_mask(state.memory_pad_mask)  # (B, 1, 1, S)
+        x = self._embed(self.tgt_embed, tgt_in, start=0)  # (B, T, D)
+        for layer, memory_kv in zip(self.decoder, state.cross_kv, strict=True):
+            x, _ = layer(x, memory_kv, memory_mask)  # (B, T, D)
+        return self._logits(self.decoder_norm(x))  # (B, T, V)
+
+    def decode_step(
+        self, prev_tokens: Tensor, state: TransformerState
+    ) -> tuple[Tensor, TransformerState]:
+        """One incremental step: the next token's distribution given the previous token.
+
+        Args:
+            prev_tokens: (B,) the token at position ``state.step`` (BOS at the first step).
+            state: from ``encode`` or the previous ``decode_step``; not modified.
+
+        Returns:
+            (B, V) float32 log-probabilities and the state with the caches one position longer.
+        """
+        memory_mask = key_padding_to_attn_mask(state.memory_pad_mask)  # (B, 1, 1, S)
+        x = self._embed(self.tgt_embed, prev_tokens[:, None], start=state.step)  # (B, 1, D)
+        self_kv = []
+        for layer, memory_kv, cache in zip(
+            self.decoder, state.cross_kv, state.self_kv, strict=True
+        ):
+            x, kv = layer(x, memory_kv, memory_mask, cache=cache)  # (B, 1, D), (B, H, t + 1, Dh)
+            self_kv.append(kv)
+        logits = self._logits(self.decoder_norm(x))[:, 0]  # (B, V)
+        log_probs = F.log_softmax(logits.float(), dim=-1)  # (B, V) float32
+        return log_probs, replace(state, self_kv=tuple(self_kv), step=state.step + 1)

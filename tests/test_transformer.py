@@ -1,0 +1,310 @@
+"""Tests for mt.transformer: shapes, masking, causality, incremental decoding, overfitting."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from mt.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from mt.transformer import TransformerSeq2Seq, TransformerState, sinusoidal_positions
+
+VOCAB = 50
+TINY: dict[str, Any] = dict(
+    d_model=32, n_heads=2, encoder_layers=2, decoder_layers=2, ffn_dim=64, label_smoothing=0.0
+)
+
+
+def tiny_model(seed: int = 0, **overrides: Any) -> TransformerSeq2Seq:
+    """A tiny model in eval mode (no dropout)."""
+    torch.manual_seed(seed)
+    return TransformerSeq2Seq(vocab_size=VOCAB, **{**TINY, **overrides}).eval()
+
+
+def make_batch(
+    sentences: list[list[int]], targets: list[list[int]], extra_pad: int = 0
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(src, src_pad_mask, tgt_in, tgt_out): src = ids + EOS, tgt_in = BOS + ids, right-padded."""
+    src_rows = [s + [EOS_ID] for s in sentences]
+    tgt_in_rows = [[BOS_ID] + t for t in targets]
+    tgt_out_rows = [t + [EOS_ID] for t in targets]
+    s_len = max(map(len, src_rows)) + extra_pad
+    t_len = max(map(len, tgt_in_rows)) + extra_pad
+
+    def pad(rows: list[list[int]], length: int) -> Tensor:
+        return torch.tensor([r + [PAD_ID] * (length - len(r)) for r in rows], dtype=torch.long)
+
+    src = pad(src_rows, s_len)
+    return src, src == PAD_ID, pad(tgt_in_rows, t_len), pad(tgt_out_rows, t_len)
+
+
+def random_batch(
+    batch: int, seed: int = 0, min_len: int = 1, max_len: int = 9, vocab: int = VOCAB
+) -> tuple[list[list[int]], list[list[int]]]:
+    gen = torch.Generator().manual_seed(seed)
+
+    def sentence() -> list[int]:
+        length = int(torch.randint(min_len, max_len + 1, (1,), generator=gen))
+        return torch.randint(4, vocab, (length,), generator=gen).tolist()
+
+    return [sentence() for _ in range(batch)], [sentence() for _ in range(batch)]
+
+
+def step_through(
+    model: TransformerSeq2Seq,
+    state: TransformerState,
+    tgt_in: Tensor,
+    reorder_at: int | None = None,
+    indices: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Feed ``tgt_in`` (B, T) one token at a time; optionally ``index_select`` after step
+    ``reorder_at`` (the rows of ``tgt_in`` are reordered alongside). Returns (B', T, V)
+    log-probs and the ``tgt_in`` rows they correspond to."""
+    outputs = []
+    for t in range(tgt_in.size(1)):
+        if t == reorder_at:
+            assert indices is not None
+            state = state.index_select(indices)
+            tgt_in = tgt_in.index_select(0, indices)
+            outputs = [o.index_select(0, indices) for o in outputs]
+        log_probs, state = model.decode_step(tgt_in[:, t], state)
+        assert state.step == t + 1
+        outputs.append(log_probs)
+    return torch.stack(outputs, dim=1), tgt_in
+
+
+# -- shapes and hyperparameters --------------------------------------------------------------------
+
+
+def test_shapes_and_dtypes() -> None:
+    model = tiny_model()
+    src, src_pad_mask, tgt_in, _ = make_batch(*random_batch(3))
+    state = model.encode(src, src_pad_mask)
+    assert len(state.cross_kv) == len(state.self_kv) == 2
+    assert state.cross_kv[0][0].shape == (3, 2, src.size(1), 16)  # (B, H, S, Dh)
+    assert state.self_kv[0][0].shape == (3, 2, 0, 16)  # empty cache
+    assert model.decode(tgt_in, state).shape == (3, tgt_in.size(1), VOCAB)
+    assert model(src, src_pad_mask, tgt_in).shape == (3, tgt_in.size(1), VOCAB)
+    log_probs, new_state = model.decode_step(torch.full((3,), BOS_ID), state)
+    assert log_probs.shape == (3, VOCAB) and log_probs.dtype == torch.float32
+    assert torch.allclose(log_probs.exp().sum(-1), torch.ones(3))
+    assert new_state.self_kv[1][1].shape == (3, 2, 1, 16)
+    assert state.step == 0 and state.self_kv[0][0].size(2) == 0  # the input state is untouched
+
+
+def test_hparams_recorded_and_rebuild() -> None:
+    model = tiny_model(norm="post", share_embeddings=False, tie_output=False)
+    hparams = dict(model.hparams)
+    assert hparams["d_model"] == 32 and hparams["norm"] == "post" and hparams["vocab_size"] == VOCAB
+    assert hparams["label_smoothing"] == 0.0  # base-class arguments passed through **kwargs
+    assert "optimizer" not in hparams and "lr_scheduler" not in hparams and "kwargs" not in hparams
+    # What mt.module.load_checkpoint does: rebuild from hparams, load the weights.
+    clone = TransformerSeq2Seq(**hparams).eval()
+    clone.load_state_dict(model.state_dict())
+    src, src_pad_mask, tgt_in, _ = make_batch(*random_batch(2))
+    assert torch.equal(model(src, src_pad_mask, tgt_in), clone(src, src_pad_mask, tgt_in))
+
+
+def test_shared_parameters_counted_once() -> None:
+    shared = tiny_model()
+    separate = tiny_model(share_embeddings=False, tie_output=False)
+    assert shared.src_embed.weight is shared.tgt_embed.weight
+    assert separate.num_parameters() - shared.num_parameters() == 2 * VOCAB * 32
+    assert shared.num_parameters() == sum(p.numel() for p in set(shared.parameters()))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(d_model=30, n_heads=4),
+        dict(d_model=33, n_heads=1),
+        dict(decoder_layers=0),
+        dict(dropout=1.0),
+    ],
+)
+def test_invalid_arguments(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        TransformerSeq2Seq(vocab_size=VOCAB, **{**TINY, **kwargs})
+
+
+def test_positions_any_length() -> None:
+    device = torch.device("cpu")
+    whole = sinusoidal_positions(0, 3000, 32, device)
+    assert whole.shape == (3000, 32) and torch.isfinite(whole).all()
+    assert torch.equal(sinusoidal_positions(2500, 1, 32, device)[0], whole[2500])
+    model = tiny_model()
+    src = torch.randint(4, VOCAB, (1, 1200))
+    logits = model(src, src == PAD_ID, torch.randint(4, VOCAB, (1, 1100)))
+    assert torch.isfinite(logits).all()
+
+
+# -- masking and causality -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("norm", ["pre", "post"])
+def test_padding_invariance(norm: str) -> None:
+    model = tiny_model(norm=norm)
+    sentences, targets = random_batch(4, seed=1)
+    src, src_pad_mask, tgt_in, _ = make_batch(sentences, targets)
+    src_p, src_pad_mask_p, tgt_in_p, _ = make_batch(sentences, targets, extra_pad=5)
+    logits = model(src, src_pad_mask, tgt_in)
+    logits_p = model(src_p, src_pad_mask_p, tgt_in_p)
+    real = tgt_in != PAD_ID  # (B, T)
+    assert torch.isfinite(logits_p).all()
+    torch.testing.assert_close(logits_p[:, : tgt_in.size(1)][real], logits[real], atol=1e-5, rtol=0)
+
+    # One sentence alone vs. in a batch with longer ones.
+    short_src, short_tgt = [[5, 6]], [[7]]
+    long_sents, long_tgts = random_batch(3, seed=2, min_len=8, max_len=12)
+    alone = model(*_model_inputs(short_src, short_tgt))
+    batched = model(*_model_inputs(short_src + long_sents, short_tgt + long_tgts))
+    torch.testing.assert_close(batched[:1, : alone.size(1)], alone, atol=1e-5, rtol=0)
+
+
+def _model_inputs(sentences: list[list[int]], targets: list[list[int]]) -> tuple[Tensor, ...]:
+    src, src_pad_mask, tgt_in, _ = make_batch(sentences, targets)
+    return src, src_pad_mask, tgt_in
+
+
+def test_all_padding_row_is_finite_and_isolated() -> None:
+    """An all-PAD source row (never in real data) must not produce NaN nor disturb other rows."""
+    model = tiny_model()
+    src, src_pad_mask, tgt_in, _ = make_batch(*random_batch(3, seed=3))
+    logits = model(src, src_pad_mask, tgt_in)
+    src_bad = torch.cat([src, torch.full_like(src[:1], PAD_ID)])
+    tgt_bad = torch.cat([tgt_in, tgt_in[:1]])
+    logits_bad = model(src_bad, src_bad == PAD_ID, tgt_bad)
+    assert torch.isfinite(logits_bad).all()
+    torch.testing.assert_close(logits_bad[:3], logits, atol=1e-5, rtol=0)
+
+
+def test_decoder_is_causal() -> None:
+    model = tiny_model()
+    src, src_pad_mask, tgt_in, _ = make_batch(*random_batch(2, seed=4, min_len=8, max_len=8))
+    logits = model(src, src_pad_mask, tgt_in)
+    for t in range(1, tgt_in.size(1)):
+        changed = tgt_in.clone()
+        changed[:, t] = (changed[:, t] - 4 + 1) % (VOCAB - 4) + 4  # another real token
+        logits_changed = model(src, src_pad_mask, changed)
+        torch.testing.assert_close(logits_changed[:, :t], logits[:, :t], atol=1e-6, rtol=0)
+        assert not torch.allclose(logits_changed[:, t], logits[:, t])
+
+
+# -- incremental decoding --------------------------------------------------------------------------
+
+VARIANTS = [
+    dict(),
+    dict(norm="post"),
+    dict(share_embeddings=False),
+    dict(tie_output=False),
+    dict(share_embeddings=False, tie_output=False, activation="gelu"),
+]
+
+
+@pytest.mark.parametrize(
+    "overrides", VARIANTS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default"
+)
+def test_decode_step_matches_decode(overrides: dict[str, Any]) -> None:
+    model = tiny_model(**overrides)
+    src, src_pad_mask, tgt_in, _ = make_batch(*random_batch(4, seed=5))
+    with torch.no_grad():
+        state = model.encode(src, src_pad_mask)
+        expected = F.log_softmax(model.decode(tgt_in, state).float(), dim=-1)  # (B, T, V)
+        stepped, _ = step_through(model, state, tgt_in)
+    torch.testing.assert_close(stepped, expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("overrides", VARIANTS[:2], ids=["pre", "post"])
+def test_decode_step_after_index_select(overrides: dict[str, Any]) -> None:
+    """Reordering and repeating rows mid-sequence (beam search) keeps every row's cache intact."""
+    model = tiny_model(**overrides)
+    src, src_pad_mask, tgt_in, _ = make_batch(*random_batch(3, seed=6, min_len=6, max_len=9))
+    indices = torch.tensor([2, 0, 0, 1, 2, 2])  # permute, repeat (beam expansion) and drop none
+    with torch.no_grad():
+        state = model.encode(src, src_pad_mask)
+        expected = F.log_softmax(model.decode(tgt_in, state).float(), dim=-1)[indices]
+        # Expanding right after encode, as beam search does, then reordering mid-sequence.
+        expanded = state.index_select(torch.arange(3).repeat_interleave(2))
+        assert expanded.step == 0 and expanded.memory_pad_mask.shape[0] == 6
+        stepped, _ = step_through(model, state, tgt_in, reorder_at=3, indices=indices)
+        # Dropping rows mid-sequence (finished sentences) keeps the others unchanged.
+        keep = torch.tensor([1])
+        dropped, _ = step_through(model, state, tgt_in, reorder_at=2, indices=keep)
+    torch.testing.assert_close(stepped, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(dropped, expected[[3]], atol=1e-5, rtol=0)
+
+
+def test_bf16_autocast_gives_float32_log_probs() -> None:
+    model = tiny_model()
+    src, src_pad_mask, tgt_in, _ = make_batch(*random_batch(3, seed=9))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        log_probs, _ = model.decode_step(tgt_in[:, 0], model.encode(src, src_pad_mask))
+    assert log_probs.dtype == torch.float32 and torch.isfinite(log_probs).all()
+
+
+def test_training_mode_runs_with_dropout() -> None:
+    torch.manual_seed(0)
+    model = TransformerSeq2Seq(
+        vocab_size=VOCAB, **{**TINY, "dropout": 0.3, "attention_dropout": 0.2}
+    )
+    model.train()
+    src, src_pad_mask, tgt_in, tgt_out = make_batch(*random_batch(4, seed=7))
+    logits = model(src, src_pad_mask, tgt_in)
+    loss = F.cross_entropy(logits.flatten(0, 1), tgt_out.flatten(), ignore_index=PAD_ID)
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    assert model.src_embed.weight.grad is not None
+
+
+# -- overfitting a tiny corpus -----------------------------------------------------------------------
+
+
+def test_overfits_reversal_corpus() -> None:
+    """64 pairs, target = reversed source: greedy decoding reproduces the targets."""
+    from mt.search import beam_search, greedy_search
+
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    sentences, _ = random_batch(64, seed=8, min_len=2, max_len=6, vocab=14)
+    targets = [s[::-1] for s in sentences]
+    src, src_pad_mask, tgt_in, tgt_out = make_batch(sentences, targets)
+    torch.manual_seed(0)
+    model = TransformerSeq2Seq(
+        vocab_size=14,
+        d_model=64,
+        n_heads=4,
+        encoder_layers=2,
+        decoder_layers=2,
+        ffn_dim=128,
+        dropout=0.0,
+        label_smoothing=0.0,
+    )
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(300):
+        logits = model(src, src_pad_mask, tgt_in)
+        loss = F.cross_entropy(logits.flatten(0, 1), tgt_out.flatten(), ignore_index=PAD_ID)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if loss.item() < 0.01:
+            break
+    model.eval()
+
+    def accuracy(hyps: list[list[int]]) -> float:
+        pairs = list(zip(hyps, targets, strict=True))
+        correct = sum(sum(h == r for h, r in zip(hyp, ref, strict=False)) for hyp, ref in pairs)
+        total = sum(max(len(hyp), len(ref)) for hyp, ref in pairs)
+        return correct / total
+
+    greedy = [h.tokens for h in greedy_search(model, src, src_pad_mask, 1.0, 2)]
+    beam = [nbest[0].tokens for nbest in beam_search(model, src, src_pad_mask, 3, 1.0, 1, 1.0, 2)]
+    elapsed = time.perf_counter() - start
+    assert accuracy(greedy) >= 0.95, (loss.item(), accuracy(greedy))
+    assert accuracy(beam) >= 0.95, (loss.item(), accuracy(beam))
+    assert elapsed < 30, elapsed
