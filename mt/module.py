@@ -71,7 +71,8 @@ class WarmupLR(LambdaLR):
         return math.sqrt(self.warmup_steps / step) if self.decay == "inverse_sqrt" else 1.0
 
 
-def _default_optimizer(params: Iterable[torch.nn.Parameter]) -> Optimizer:
+def adamw(params: Iterable[torch.nn.Parameter]) -> Optimizer:
+    """AdamW(lr=5e-4, betas=(0.9, 0.98), weight_decay=1e-4): the default optimizer."""
     return torch.optim.AdamW(params, lr=5e-4, betas=(0.9, 0.98), weight_decay=1e-4)
 
 
@@ -93,7 +94,7 @@ class Seq2SeqModule(L.LightningModule):
         self,
         vocab_size: int,
         label_smoothing: float = 0.1,
-        optimizer: OptimizerFactory = _default_optimizer,
+        optimizer: OptimizerFactory = adamw,
         lr_scheduler: SchedulerFactory | None = None,
         beam_size: int = 1,
         length_penalty: float = 1.0,

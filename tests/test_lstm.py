@@ -1,0 +1,288 @@
+"""Tests for mt.lstm: shapes, exactness under padding, causality, step-vs-whole equivalence,
+state reordering, configuration errors and a small overfitting run."""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mt.lstm import (
+    ATTENTION_TYPES,
+    BiLSTMEncoder,
+    LSTMSeq2Seq,
+    LSTMState,
+    reverse_index,
+    reverse_padded,
+)
+from mt.search import beam_search, greedy_search
+from mt.tokenizer import BOS_ID, EOS_ID, PAD_ID
+
+torch.set_num_threads(1)
+
+VOCAB, EMBED, HIDDEN = 50, 16, 32
+CONFIGS = list(itertools.product(ATTENTION_TYPES, [False, True]))
+CONFIG_IDS = [f"{att}-{'feed' if feed else 'nofeed'}" for att, feed in CONFIGS]
+
+
+def make_model(attention: str, input_feeding: bool, **kwargs: object) -> LSTMSeq2Seq:
+    torch.manual_seed(0)
+    args: dict[str, object] = dict(
+        vocab_size=VOCAB,
+        embed_dim=EMBED,
+        hidden_size=HIDDEN,
+        encoder_layers=2,
+        decoder_layers=2,
+        attention=attention,
+        input_feeding=input_feeding,
+    )
+    args.update(kwargs)
+    return LSTMSeq2Seq(**args).eval()  # type: ignore[arg-type]
+
+
+def pad_rows(rows: list[list[int]], width: int | None = None) -> Tensor:
+    """Right-pad id lists with PAD to ``width`` (default: the longest row)."""
+    width = width or max(len(r) for r in rows)
+    out = torch.full((len(rows), width), PAD_ID, dtype=torch.long)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = torch.tensor(row)
+    return out
+
+
+def random_batch(seed: int = 1) -> tuple[list[list[int]], list[list[int]]]:
+    """Sources (ids + EOS) and decoder inputs (BOS + ids) of different lengths."""
+    gen = torch.Generator().manual_seed(seed)
+    src_lens, tgt_lens = [7, 3, 5, 1], [6, 2, 8, 4]
+    src = [torch.randint(4, VOCAB, (n,), generator=gen).tolist() + [EOS_ID] for n in src_lens]
+    tgt = [[BOS_ID] + torch.randint(4, VOCAB, (n,), generator=gen).tolist() for n in tgt_lens]
+    return src, tgt
+
+
+@torch.no_grad()
+def logits_of(model: LSTMSeq2Seq, src: Tensor, tgt_in: Tensor) -> Tensor:
+    return model(src, src == PAD_ID, tgt_in)
+
+
+@pytest.mark.parametrize(("attention", "input_feeding"), CONFIGS, ids=CONFIG_IDS)
+@torch.no_grad()
+def test_shapes(attention: str, input_feeding: bool) -> None:
+    model = make_model(attention, input_feeding, decoder_layers=3)
+    src_rows, tgt_rows = random_batch()
+    src, tgt_in = pad_rows(src_rows), pad_rows(tgt_rows)
+    mask = src == PAD_ID
+    (batch, src_len), tgt_len = src.shape, tgt_in.size(1)
+
+    state = model.encode(src, mask)
+    assert isinstance(state, LSTMState)
+    assert state.memory.shape == state.keys.shape == (batch, src_len, HIDDEN)
+    assert state.hidden[0].shape == state.hidden[1].shape == (3, batch, HIDDEN)
+    assert state.attentional.shape == (batch, HIDDEN)
+    assert state.attention is None
+    assert torch.all(state.memory[mask] == 0)
+
+    assert model.decode(tgt_in, state).shape == (batch, tgt_len, VOCAB)
+    log_probs, next_state = model.decode_step(tgt_in[:, 0], state)
+    assert log_probs.shape == (batch, VOCAB) and log_probs.dtype == torch.float32
+    torch.testing.assert_close(log_probs.exp().sum(1), torch.ones(batch))
+    assert next_state.attention is not None and next_state.attention.shape == (batch, src_len)
+    torch.testing.assert_close(next_state.attention.sum(1), torch.ones(batch))
+    assert torch.all(next_state.attention[mask] == 0)
+    assert state.attention is None  # the input state is not modified
+
+
+def test_reverse_padded_is_an_involution() -> None:
+    x = torch.arange(12.0).view(2, 6, 1)
+    index = reverse_index(torch.tensor([4, 6]), 6)
+    rev = reverse_padded(x, index)
+    assert rev[0, :, 0].tolist() == [3, 2, 1, 0, 4, 5]
+    assert rev[1, :, 0].tolist() == [11, 10, 9, 8, 7, 6]
+    torch.testing.assert_close(reverse_padded(rev, index), x)
+
+
+@torch.no_grad()
+def test_encoder_matches_packed_bidirectional_lstm() -> None:
+    """Parity with PyTorch's packed bidirectional nn.LSTM (same weights): outputs and finals."""
+    torch.manual_seed(0)
+    layers = 2
+    encoder = BiLSTMEncoder(EMBED, HIDDEN, layers, dropout=0.0).eval()
+    reference = nn.LSTM(EMBED, HIDDEN, layers, batch_first=True, bidirectional=True).eval()
+    for layer in range(layers):
+        for direction, lstm in [
+            ("", encoder.forward_layers[layer]),
+            ("_reverse", encoder.backward_layers[layer]),
+        ]:
+            for name in ["weight_ih", "weight_hh", "bias_ih", "bias_hh"]:
+                getattr(reference, f"{name}_l{layer}{direction}").copy_(getattr(lstm, f"{name}_l0"))
+    lengths = torch.tensor([7, 3, 5, 1])
+    mask = torch.arange(7).unsqueeze(0) >= lengths.unsqueeze(1)  # (B, S)
+    x = torch.randn(4, 7, EMBED).masked_fill(mask.unsqueeze(2), 0.0)
+
+    outputs, finals = encoder(x, mask)
+    packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    ref_packed, (ref_h, _) = reference(packed)
+    ref_out, _ = nn.utils.rnn.pad_packed_sequence(ref_packed, batch_first=True, total_length=7)
+    torch.testing.assert_close(outputs, ref_out, atol=1e-6, rtol=0)
+    ref_finals = ref_h.view(layers, 2, 4, HIDDEN).permute(0, 2, 1, 3).reshape(layers, 4, 2 * HIDDEN)
+    torch.testing.assert_close(finals, ref_finals, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize(("attention", "input_feeding"), CONFIGS, ids=CONFIG_IDS)
+def test_padding_invariance(attention: str, input_feeding: bool) -> None:
+    model = make_model(attention, input_feeding)
+    src_rows, tgt_rows = random_batch()
+    src, tgt_in = pad_rows(src_rows), pad_rows(tgt_rows)
+    ref = logits_of(model, src, tgt_in)  # (B, T, V)
+    tgt_len = tgt_in.size(1)
+
+    # Extra PAD columns on the source and the target change nothing at real positions.
+    wide = logits_of(model, pad_rows(src_rows, src.size(1) + 5), pad_rows(tgt_rows, tgt_len + 3))
+    torch.testing.assert_close(wide[:, :tgt_len], ref, atol=1e-5, rtol=0)
+
+    # A sentence alone (no padding at all) equals the same sentence in the padded batch.
+    for i, (s, t) in enumerate(zip(src_rows, tgt_rows, strict=True)):
+        alone = logits_of(model, pad_rows([s]), pad_rows([t]))  # (1, T_i, V)
+        torch.testing.assert_close(alone[0], ref[i, : len(t)], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(("attention", "input_feeding"), CONFIGS, ids=CONFIG_IDS)
+def test_decoder_is_causal(attention: str, input_feeding: bool) -> None:
+    model = make_model(attention, input_feeding)
+    src_rows, tgt_rows = random_batch()
+    src, tgt_in = pad_rows(src_rows), pad_rows(tgt_rows)
+    ref = logits_of(model, src, tgt_in)
+    for t in [1, 3, 5]:
+        changed = tgt_in.clone()
+        changed[:, t] = (changed[:, t] + 7) % (VOCAB - 4) + 4
+        out = logits_of(model, src, changed)
+        torch.testing.assert_close(out[:, :t], ref[:, :t], atol=1e-6, rtol=0)
+        assert not torch.allclose(out[:, t], ref[:, t], atol=1e-4)
+
+
+@pytest.mark.parametrize(("attention", "input_feeding"), CONFIGS, ids=CONFIG_IDS)
+@torch.no_grad()
+def test_decode_step_matches_decode(attention: str, input_feeding: bool) -> None:
+    model = make_model(attention, input_feeding)
+    src_rows, tgt_rows = random_batch()
+    src, tgt_in = pad_rows(src_rows), pad_rows(tgt_rows)
+    state = model.encode(src, src == PAD_ID)
+    ref = F.log_softmax(model.decode(tgt_in, state), dim=-1)  # (B, T, V)
+
+    # Straight through the whole sequence.
+    step_state = state
+    for t in range(tgt_in.size(1)):
+        log_probs, step_state = model.decode_step(tgt_in[:, t], step_state)
+        torch.testing.assert_close(log_probs, ref[:, t], atol=1e-5, rtol=0)
+
+    # Reorder / repeat / drop rows mid-sequence, as beam search does.
+    rows = torch.tensor([2, 0, 0, 3, 2])
+    step_state = state
+    for t in range(tgt_in.size(1)):
+        if t == 3:
+            step_state = step_state.index_select(rows)
+        index = rows if t >= 3 else torch.arange(len(src_rows))
+        log_probs, step_state = model.decode_step(tgt_in[index, t], step_state)
+        torch.testing.assert_close(log_probs, ref[index, t], atol=1e-5, rtol=0)
+
+
+def test_bridge_with_different_depths() -> None:
+    src_rows, tgt_rows = random_batch()
+    src, tgt_in = pad_rows(src_rows), pad_rows(tgt_rows)
+    for enc, dec in [(1, 3), (3, 1)]:
+        model = make_model("luong_general", True, encoder_layers=enc, decoder_layers=dec)
+        state = model.encode(src, src == PAD_ID)
+        assert state.hidden[0].shape == (dec, len(src_rows), HIDDEN)
+        assert logits_of(model, src, tgt_in).shape == (*tgt_in.shape, VOCAB)
+
+
+def test_hparams_and_rebuild() -> None:
+    model = make_model(
+        "bahdanau", False, dropout=0.1, share_embeddings=False, label_smoothing=0.2, beam_size=4
+    )
+    hp = dict(model.hparams)
+    assert hp["embed_dim"] == EMBED and hp["hidden_size"] == HIDDEN
+    assert hp["attention"] == "bahdanau" and hp["input_feeding"] is False
+    assert hp["dropout"] == 0.1 and hp["share_embeddings"] is False and hp["tie_output"] is False
+    assert hp["vocab_size"] == VOCAB and hp["label_smoothing"] == 0.2 and hp["beam_size"] == 4
+    assert "kwargs" not in hp and "optimizer" not in hp
+    # mt.module.load_checkpoint rebuilds the model from its hparams alone.
+    rebuilt = LSTMSeq2Seq(**hp)
+    rebuilt.load_state_dict(model.state_dict())
+    assert rebuilt.num_parameters() == model.num_parameters()
+
+
+def test_invalid_attention() -> None:
+    with pytest.raises(ValueError, match="attention='dot'") as err:
+        LSTMSeq2Seq(VOCAB, attention="dot")  # type: ignore[arg-type]
+    for name in ATTENTION_TYPES:
+        assert name in str(err.value)
+
+
+def test_tie_output_and_share_embeddings() -> None:
+    with pytest.raises(ValueError, match="embed_dim=16.*hidden_size=32"):
+        LSTMSeq2Seq(VOCAB, embed_dim=16, hidden_size=32, tie_output=True)
+    shared = LSTMSeq2Seq(VOCAB, embed_dim=32, hidden_size=32, tie_output=True)
+    assert shared.output_proj.weight is shared.tgt_embed.weight is shared.src_embed.weight
+    separate = LSTMSeq2Seq(VOCAB, embed_dim=32, hidden_size=32, share_embeddings=False)
+    assert separate.tgt_embed is not separate.src_embed
+    # Tied and shared matrices are counted once.
+    assert separate.num_parameters() - shared.num_parameters() == 2 * VOCAB * 32
+    assert shared.num_parameters() == sum(p.numel() for p in set(shared.parameters()))
+
+
+def reversal_corpus(n: int = 64, vocab: int = 12) -> tuple[Tensor, Tensor, Tensor, list[list[int]]]:
+    """src = ids + EOS, target = reversed ids: (src, tgt_in, tgt_out, target id lists)."""
+    gen = torch.Generator().manual_seed(0)
+    ids = [
+        torch.randint(4, vocab, (int(n_),), generator=gen).tolist()
+        for n_ in torch.randint(3, 7, (n,), generator=gen)
+    ]
+    targets = [row[::-1] for row in ids]
+    src = pad_rows([row + [EOS_ID] for row in ids])
+    tgt_in = pad_rows([[BOS_ID] + row for row in targets])
+    tgt_out = pad_rows([row + [EOS_ID] for row in targets])
+    return src, tgt_in, tgt_out, targets
+
+
+def token_accuracy(hyps: list[list[int]], refs: list[list[int]]) -> float:
+    correct = sum(
+        sum(a == b for a, b in zip(h, r, strict=False)) for h, r in zip(hyps, refs, strict=True)
+    )
+    return correct / sum(max(len(h), len(r)) for h, r in zip(hyps, refs, strict=True))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("attention", "input_feeding"), CONFIGS, ids=CONFIG_IDS)
+def test_overfits_reversal(attention: str, input_feeding: bool) -> None:
+    start = time.perf_counter()
+    vocab = 12
+    src, tgt_in, tgt_out, targets = reversal_corpus(vocab=vocab)
+    mask = src == PAD_ID
+    torch.manual_seed(0)
+    model = LSTMSeq2Seq(
+        vocab, embed_dim=EMBED, hidden_size=HIDDEN, encoder_layers=1, decoder_layers=1,
+        attention=attention, input_feeding=input_feeding, dropout=0.0,
+    )  # fmt: skip
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    accuracy = 0.0
+    for step in range(1, 401):
+        model.train()
+        logits = model(src, mask, tgt_in)
+        loss = F.cross_entropy(logits.flatten(0, 1), tgt_out.flatten(), ignore_index=PAD_ID)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step % 25 == 0:
+            model.eval()
+            hyps = greedy_search(model, src, mask, max_len_a=1.0, max_len_b=2)
+            accuracy = token_accuracy([h.tokens for h in hyps], targets)
+            if accuracy >= 0.95:
+                break
+    assert accuracy >= 0.95, f"token accuracy {accuracy:.3f} after {step} steps"
+    # Beam search (index_select with repeated rows) finds the same translations.
+    nbest = beam_search(model, src[:16], mask[:16], beam_size=3, max_len_a=1.0, max_len_b=2)
+    assert token_accuracy([h[0].tokens for h in nbest], targets[:16]) >= 0.9
+    assert time.perf_counter() - start < 30
