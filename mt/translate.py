@@ -1,0 +1,690 @@
+"""Translate text files with a checkpoint: one output line per input line, in input order, always.
+
+``scripts/translate.py`` is a thin wrapper over :func:`main`. The reusable part is
+:class:`Translator`, which tokenizes, sorts by length, cuts token-budget batches, runs the shared
+search (:func:`mt.search.search`), detokenizes and restores the input order. The file is read in
+chunks of ``--chunk-lines`` lines, so the whole input never sits in memory.
+
+Guarantees (each one is tested):
+
+* exactly one output line per input line (``--nbest N``: N lines per input line), in input order;
+  the numbers of input and output lines are compared at the end and a difference is an error;
+* an empty or whitespace-only input line gives an empty output line without running the model;
+* no silent truncation: long lines are translated whole unless ``--max-input-tokens`` asks for
+  splitting, and every split or cropped line is reported on stderr with its line number;
+* input is decoded as strict UTF-8 (``--errors replace`` to replace and warn instead); lines are
+  split on ``\\n`` only and a trailing ``\\r`` (CRLF) is removed;
+* a batch that runs out of memory is retried in halves, down to single sentences.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import BinaryIO, Literal, TextIO
+
+import torch
+from torch import nn
+
+from mt.search import Hypothesis, search
+from mt.tokenizer import EOS_ID, PAD_ID, Tokenizer
+
+__all__ = [
+    "TranslateError",
+    "TranslateStats",
+    "Translation",
+    "Translator",
+    "is_out_of_memory",
+    "main",
+    "read_lines",
+    "resolve_device",
+]
+
+Precision = Literal["32", "bf16", "16"]
+ErrorMode = Literal["strict", "replace"]
+_AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {
+    "32": None,
+    "32-true": None,
+    "bf16": torch.bfloat16,
+    "bf16-mixed": torch.bfloat16,
+    "16": torch.float16,
+    "16-mixed": torch.float16,
+}
+# Sentence boundaries for --max-input-tokens: . ! ? ; followed by whitespace.
+_SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")
+
+
+class TranslateError(RuntimeError):
+    """An error for the user: ``main`` prints it as one line ``error: <message>`` and exits 1."""
+
+
+@dataclass
+class Translation:
+    """One hypothesis as text.
+
+    Attributes:
+        text: the detokenized translation (one line: never contains ``\\n`` or ``\\r``).
+        score: the length-normalised search score (summed over pieces of a split line).
+        log_prob: the summed log-probability (summed over pieces of a split line).
+        num_tokens: generated subwords, without EOS.
+    """
+
+    text: str
+    score: float
+    log_prob: float
+    num_tokens: int
+
+
+EMPTY_TRANSLATION = Translation(text="", score=0.0, log_prob=0.0, num_tokens=0)
+
+
+@dataclass
+class TranslateStats:
+    """Counters of a translation run; ``sentences`` counts non-empty input lines translated and
+    ``tgt_tokens`` the subwords of the best hypotheses (EOS excluded)."""
+
+    lines_in: int = 0
+    lines_out: int = 0
+    empty: int = 0
+    split: int = 0
+    cropped: int = 0
+    sentences: int = 0
+    tgt_tokens: int = 0
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        secs = max(self.seconds, 1e-9)
+        return (
+            f"summary: {self.lines_in} lines in, {self.lines_out} lines out, "
+            f"{self.empty} empty, {self.split} split, {self.cropped} cropped, "
+            f"{self.seconds:.1f} s, {self.sentences / secs:.1f} sentences/s, "
+            f"{self.tgt_tokens / secs:.1f} target tokens/s"
+        )
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """True for ``torch.cuda.OutOfMemoryError`` or a RuntimeError about running out of memory."""
+    if isinstance(err, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(err, RuntimeError) and "out of memory" in str(err)
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` -> cuda when available, else cpu; ``"cuda"`` without a GPU is an error."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise TranslateError("--device cuda was requested but no CUDA device is available")
+    return resolved
+
+
+def read_lines(
+    stream: BinaryIO,
+    name: str,
+    errors: ErrorMode = "strict",
+    warn: Callable[[str], None] | None = None,
+) -> Iterator[str]:
+    """Lines of a binary stream, decoded as UTF-8, lazily.
+
+    Lines are split on ``b"\\n"`` only (never on ``\\r``, U+2028 or other separators) and one
+    trailing ``b"\\r"`` is removed. A final line without newline counts as a line; a file that
+    ends with a newline has no extra empty line.
+
+    Raises:
+        TranslateError: ``FILE line N: invalid UTF-8 (...)`` on an invalid byte when
+            ``errors == "strict"``; with ``"replace"`` the bytes become U+FFFD and ``warn`` is
+            called with the line number.
+    """
+    for number, raw in enumerate(stream, start=1):
+        if raw.endswith(b"\n"):
+            raw = raw[:-1]
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            detail = (
+                f"byte{'s' if err.end - err.start > 1 else ''} "
+                f"{err.object[err.start : err.end].hex(' ')} at byte {err.start + 1}: {err.reason}"
+            )
+            if errors == "strict":
+                raise TranslateError(
+                    f"{name} line {number}: invalid UTF-8 ({detail}); "
+                    "use --errors replace to replace invalid bytes"
+                ) from None
+            if warn is not None:
+                warn(f"{name} line {number}: invalid UTF-8 ({detail}), replaced with U+FFFD")
+            yield raw.decode("utf-8", errors="replace")
+
+
+def _stderr_warning(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class _Unit:
+    """A source sequence to translate: a whole line or one piece of a split line."""
+
+    line: int  # 1-based input line number, for messages
+    ids: list[int]  # subword ids without EOS
+
+
+class Translator:
+    """Batched translation of lists of lines with a model implementing the decoding interface.
+
+    Args:
+        model: ``encode``/``decode_step`` model (see :mod:`mt.search`); moved to ``device`` and
+            put in eval mode.
+        tokenizer: the checkpoint's tokenizer.
+        beam_size: beam size K (1 = greedy).
+        nbest: hypotheses returned per line (<= beam_size).
+        length_penalty: GNMT alpha, 0 = raw log-probability.
+        max_tokens: batch budget in source tokens, padding counted: rows x longest source (EOS
+            included). A single sentence longer than the budget is translated alone.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or a ``torch.device``.
+        precision: ``"32"``, or ``"bf16"``/``"16"`` to run the model under ``torch.autocast``.
+        max_input_tokens: if set, lines longer than this many subwords are split at sentence
+            punctuation (``. ! ? ;`` then whitespace) into pieces of at most this many subwords
+            where possible; a piece still too long is cropped. Each piece is translated alone
+            and the outputs are joined with a space. ``None``: translate every line whole.
+        max_len_a, max_len_b: maximum output length ``a * source length + b``.
+        warn: called with a message (naming the line) for each split or cropped line; prints
+            ``warning: ...`` on stderr by default.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: Tokenizer,
+        beam_size: int = 5,
+        nbest: int = 1,
+        length_penalty: float = 1.0,
+        max_tokens: int = 4096,
+        device: str | torch.device = "cpu",
+        precision: Precision = "32",
+        max_input_tokens: int | None = None,
+        max_len_a: float = 1.2,
+        max_len_b: float = 10,
+        warn: Callable[[str], None] | None = None,
+    ) -> None:
+        if beam_size < 1:
+            raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+        if not 1 <= nbest <= beam_size:
+            raise ValueError(f"nbest must be between 1 and beam_size={beam_size}, got {nbest}")
+        if max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+        if max_input_tokens is not None and max_input_tokens < 1:
+            raise ValueError(f"max_input_tokens must be >= 1, got {max_input_tokens}")
+        if precision not in _AUTOCAST_DTYPES:
+            raise ValueError(f"precision must be one of 32, bf16, 16, got {precision!r}")
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.tokenizer = tokenizer
+        self.beam_size = beam_size
+        self.nbest = nbest
+        self.length_penalty = length_penalty
+        self.max_tokens = max_tokens
+        self.autocast_dtype = _AUTOCAST_DTYPES[precision]
+        self.max_input_tokens = max_input_tokens
+        self.max_len_a = max_len_a
+        self.max_len_b = max_len_b
+        self.warn = warn or _stderr_warning
+        self.stats = TranslateStats()
+
+    # ----------------------------------------------------------------------------------- lists
+
+    def translate(
+        self,
+        lines: Sequence[str],
+        first_line: int = 1,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[list[Translation]]:
+        """Translate ``lines``; returns ``nbest`` translations per line, best first, in input order.
+
+        Args:
+            lines: input lines (without newline characters).
+            first_line: the 1-based line number of ``lines[0]`` in its file, for messages.
+            progress: called with the number of sentences finished after each batch.
+
+        An empty or whitespace-only line gives ``nbest`` empty translations (score 0) without
+        running the model.
+        """
+        results: list[list[Translation] | None] = [None] * len(lines)
+        texts: list[tuple[int, str]] = []
+        for i, line in enumerate(lines):
+            if line.strip():
+                texts.append((i, line.strip()))
+            else:
+                results[i] = [EMPTY_TRANSLATION] * self.nbest
+                self.stats.empty += 1
+        encoded = self.tokenizer.encode([t for _, t in texts]) if texts else []
+
+        units: list[_Unit] = []
+        owners: list[tuple[int, range]] = []  # (line index, its units)
+        for (i, text), ids in zip(texts, encoded, strict=True):
+            pieces = self._segment(first_line + i, text, ids)
+            owners.append((i, range(len(units), len(units) + len(pieces))))
+            units.extend(_Unit(first_line + i, p) for p in pieces)
+
+        unit_hyps = self._translate_units(units, progress)
+        unit_texts = self._detokenize(unit_hyps)
+        for i, span in owners:
+            results[i] = self._combine([unit_texts[u] for u in span])
+            self.stats.sentences += 1
+            self.stats.tgt_tokens += results[i][0].num_tokens
+        assert all(r is not None for r in results)
+        return results  # type: ignore[return-value]
+
+    def _segment(self, line: int, text: str, ids: list[int]) -> list[list[int]]:
+        """Split a line that exceeds ``max_input_tokens`` at sentence punctuation; crop pieces
+        that are still too long. Returns the pieces' ids."""
+        limit = self.max_input_tokens
+        if limit is None or len(ids) <= limit:
+            return [ids]
+        pieces: list[str] = []
+        current = ""
+        for sentence in _SENTENCE_END.split(text):
+            joined = f"{current} {sentence}" if current else sentence
+            if not current or len(self.tokenizer.encode([joined])[0]) <= limit:
+                current = joined
+            else:
+                pieces.append(current)
+                current = sentence
+        pieces.append(current)
+        piece_ids = self.tokenizer.encode(pieces)
+        if len(piece_ids) > 1:
+            self.stats.split += 1
+            self.warn(
+                f"line {line}: {len(ids)} subwords > --max-input-tokens {limit}: split at "
+                f"sentence punctuation into {len(piece_ids)} pieces translated separately"
+            )
+        too_long = [len(p) for p in piece_ids if len(p) > limit]
+        if too_long:
+            self.stats.cropped += 1
+            self.warn(
+                f"line {line}: {len(too_long)} piece(s) of {', '.join(map(str, too_long))} "
+                f"subwords still exceed --max-input-tokens {limit}: cropped to {limit} "
+                "subwords, the rest of the piece is not translated"
+            )
+        return [p[:limit] for p in piece_ids]
+
+    def _translate_units(
+        self, units: list[_Unit], progress: Callable[[int], None] | None
+    ) -> list[list[Hypothesis]]:
+        """Sort by length, cut token-budget batches, search; results in the order of ``units``."""
+        order = sorted(range(len(units)), key=lambda u: len(units[u].ids), reverse=True)
+        hyps: list[list[Hypothesis] | None] = [None] * len(units)
+        done = 0
+        for batch in self._batches(order, units):
+            for u, h in zip(batch, self._search_with_retry([units[u] for u in batch]), strict=True):
+                hyps[u] = h
+            done += len(batch)
+            if progress is not None:
+                progress(done)
+        return hyps  # type: ignore[return-value]
+
+    def _batches(self, order: list[int], units: list[_Unit]) -> Iterator[list[int]]:
+        """Batches of unit indices (longest first) with rows x longest source <= max_tokens."""
+        batch: list[int] = []
+        width = 0  # longest source in the batch, EOS included
+        for u in order:
+            new_width = max(width, len(units[u].ids) + 1)
+            if batch and (len(batch) + 1) * new_width > self.max_tokens:
+                yield batch
+                batch, new_width = [], len(units[u].ids) + 1
+            batch.append(u)
+            width = new_width
+        if batch:
+            yield batch
+
+    def _search_with_retry(self, units: list[_Unit]) -> list[list[Hypothesis]]:
+        """Search one batch; on out-of-memory retry it in halves, down to single sentences."""
+        failed = False
+        try:
+            return self._search(units)
+        except Exception as err:  # only OOM is handled; anything else propagates
+            if not is_out_of_memory(err):
+                raise
+            failed = True  # retry outside the except block: the traceback pins the tensors
+        assert failed
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        if len(units) == 1:
+            unit = units[0]
+            raise TranslateError(
+                f"line {unit.line}: out of memory even when translated alone "
+                f"({len(unit.ids)} subwords, beam size {self.beam_size}); use "
+                "--max-input-tokens to split long lines, or a smaller --beam-size"
+            )
+        half = len(units) // 2
+        return self._search_with_retry(units[:half]) + self._search_with_retry(units[half:])
+
+    def _search(self, units: list[_Unit]) -> list[list[Hypothesis]]:
+        width = max(len(u.ids) for u in units) + 1
+        src = torch.full((len(units), width), PAD_ID, dtype=torch.long)  # (B, S)
+        for row, unit in enumerate(units):
+            src[row, : len(unit.ids)] = torch.tensor(unit.ids, dtype=torch.long)
+            src[row, len(unit.ids)] = EOS_ID
+        src = src.to(self.device)
+        src_pad_mask = src == PAD_ID  # (B, S)
+        autocast = (
+            torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+            if self.autocast_dtype is not None
+            else contextlib.nullcontext()
+        )
+        with torch.inference_mode(), autocast:
+            return search(
+                self.model,
+                src,
+                src_pad_mask,
+                beam_size=self.beam_size,
+                length_penalty=self.length_penalty,
+                nbest=self.nbest,
+                max_len_a=self.max_len_a,
+                max_len_b=self.max_len_b,
+            )
+
+    def _detokenize(self, unit_hyps: list[list[Hypothesis]]) -> list[list[Translation]]:
+        flat = [h for hyps in unit_hyps for h in hyps]
+        texts = iter(self.tokenizer.decode([h.tokens for h in flat]) if flat else [])
+        out = []
+        for hyps in unit_hyps:
+            out.append(
+                [
+                    Translation(_one_line(next(texts)), h.score, h.log_prob, len(h.tokens))
+                    for h in hyps
+                ]
+            )
+        return out
+
+    def _combine(self, pieces: list[list[Translation]]) -> list[Translation]:
+        """The n-best list of a line from its pieces' n-best lists.
+
+        The k-th translation joins the pieces' k-th translations with a space; scores and
+        log-probs are summed. An n-best list shorter than ``nbest`` (possible only when the model
+        leaves fewer sequences with finite probability) is padded by repeating its last entry,
+        so that every line always has ``nbest`` translations.
+        """
+        combined = []
+        for k in range(self.nbest):
+            parts = [p[min(k, len(p) - 1)] for p in pieces]
+            combined.append(
+                Translation(
+                    text=" ".join(p.text for p in parts if p.text),
+                    score=sum(p.score for p in parts),
+                    log_prob=sum(p.log_prob for p in parts),
+                    num_tokens=sum(p.num_tokens for p in parts),
+                )
+            )
+        return combined
+
+    # --------------------------------------------------------------------------------- streams
+
+    def translate_stream(
+        self,
+        in_lines: Iterable[str],
+        out: TextIO,
+        chunk_lines: int = 10_000,
+        progress: TextIO | None = None,
+        progress_interval: float = 5.0,
+    ) -> TranslateStats:
+        """Translate lines from an iterable to ``out``, ``chunk_lines`` lines at a time.
+
+        Writes one line per input line (``nbest > 1``: ``nbest`` lines
+        ``INDEX ||| SCORE ||| TRANSLATION`` with the 0-based input line index), in input order.
+
+        Args:
+            in_lines: input lines without newline characters (e.g. :func:`read_lines`).
+            out: text stream the translations are written to, each line ended by ``\\n``.
+            chunk_lines: lines read, translated and written at a time (bounds memory).
+            progress: where to report progress (lines done, sentences/s); None = silent.
+            progress_interval: seconds between progress reports.
+
+        Returns:
+            The counters of this call (``lines_out`` counts the lines actually written).
+        """
+        if chunk_lines < 1:
+            raise ValueError(f"chunk_lines must be >= 1, got {chunk_lines}")
+        self.stats = stats = TranslateStats()
+        start = last_report = time.perf_counter()
+
+        def report(done_in_chunk: int) -> None:
+            nonlocal last_report
+            now = time.perf_counter()
+            if progress is None or now - last_report < progress_interval:
+                return
+            last_report = now
+            sentences = stats.sentences + done_in_chunk
+            print(
+                f"progress: {stats.lines_out} lines written, {sentences} sentences translated, "
+                f"{sentences / max(now - start, 1e-9):.1f} sentences/s",
+                file=progress,
+                flush=True,
+            )
+
+        iterator = iter(in_lines)
+        while chunk := list(islice(iterator, chunk_lines)):
+            first_index = stats.lines_in
+            stats.lines_in += len(chunk)
+            results = self.translate(chunk, first_line=first_index + 1, progress=report)
+            for offset, translations in enumerate(results):
+                if self.nbest == 1:
+                    out.write(translations[0].text + "\n")
+                    stats.lines_out += 1
+                    continue
+                for t in translations:
+                    out.write(f"{first_index + offset} ||| {t.score:.4f} ||| {t.text}\n")
+                    stats.lines_out += 1
+            out.flush()
+        stats.seconds = time.perf_counter() - start
+        return stats
+
+
+def _one_line(text: str) -> str:
+    """Keep one translation on one output line whatever the detokenizer returns."""
+    return text.replace("\r", " ").replace("\n", " ")
+
+
+# ------------------------------------------------------------------------------------------ CLI
+
+ModelLoader = Callable[[str, str], nn.Module]
+
+_DESCRIPTION = """\
+Translate a text file with a trained checkpoint (the checkpoint carries its tokenizer).
+
+Output: exactly one line per input line, in input order, UTF-8 with "\\n" line ends. With
+--nbest N > 1: N lines per input line, best first, formatted
+
+    INDEX ||| SCORE ||| TRANSLATION
+
+where INDEX is the 0-based input line number and SCORE the length-normalised log-probability.
+Empty or whitespace-only input lines give empty translations without running the model. The
+input is split on "\\n" only; a trailing "\\r" (CRLF) is removed. Lines are translated whole
+(no truncation) unless --max-input-tokens is given. The numbers of input and output lines are
+compared at the end: a difference is an error (exit 1).
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface of ``scripts/translate.py``."""
+    p = argparse.ArgumentParser(
+        prog="translate.py",
+        description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--checkpoint", required=True, help="checkpoint file written by training")
+    p.add_argument("--input", default="-", help="input text file, or - for stdin (default: -)")
+    p.add_argument("--output", default="-", help="output file, or - for stdout (default: -)")
+    p.add_argument("--beam-size", type=int, default=5, help="beam size; 1 = greedy (default: 5)")
+    p.add_argument(
+        "--nbest",
+        type=int,
+        default=1,
+        help="translations per input line (<= beam size); > 1 writes "
+        "'INDEX ||| SCORE ||| TRANSLATION' lines, INDEX 0-based (default: 1)",
+    )
+    p.add_argument(
+        "--length-penalty",
+        type=float,
+        default=1.0,
+        help="GNMT length penalty alpha; 0 ranks by raw log-probability (default: 1.0)",
+    )
+    p.add_argument(
+        "--max-tokens",
+        type=int,
+        default=4096,
+        help="batch budget in source subwords, padding counted: sentences x longest "
+        "(default: 4096)",
+    )
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument(
+        "--precision",
+        choices=["32", "bf16", "16"],
+        default="32",
+        help="32, or bf16/16 autocast on the device (default: 32)",
+    )
+    p.add_argument(
+        "--max-input-tokens",
+        type=int,
+        default=None,
+        metavar="N",
+        help="split lines longer than N subwords at sentence punctuation (. ! ? ; + space), "
+        "translate the pieces and join them with a space; a piece still longer than N is "
+        "cropped; both are reported on stderr with the line number (default: no limit)",
+    )
+    p.add_argument(
+        "--errors",
+        choices=["strict", "replace"],
+        default="strict",
+        help="invalid UTF-8 in the input: strict = error naming the line, replace = replace "
+        "with U+FFFD and warn (default: strict)",
+    )
+    p.add_argument(
+        "--chunk-lines",
+        type=int,
+        default=10_000,
+        help="lines read and translated at a time; bounds memory (default: 10000)",
+    )
+    p.add_argument(
+        "--quiet", action="store_true", help="no progress and no summary (warnings still shown)"
+    )
+    return p
+
+
+def _load_checkpoint(path: str, map_location: str) -> nn.Module:
+    try:
+        from mt.module import CheckpointError, load_checkpoint
+    except ImportError as err:
+        raise TranslateError(
+            f"cannot load checkpoints: mt.module is not available ({err})"
+        ) from None
+    try:
+        return load_checkpoint(path, map_location=map_location)
+    except CheckpointError as err:
+        message = str(err)
+        raise TranslateError(message if path in message else f"{path}: {message}") from None
+
+
+def main(argv: Sequence[str] | None = None, *, loader: ModelLoader | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 1 error, 2 usage error).
+
+    Args:
+        argv: arguments without the program name (default: ``sys.argv[1:]``).
+        loader: ``(checkpoint_path, map_location) -> model with .tokenizer``; defaults to
+            ``mt.module.load_checkpoint``. Tests pass their own.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.beam_size < 1:
+        parser.error("--beam-size must be >= 1")
+    if not 1 <= args.nbest <= args.beam_size:
+        parser.error("--nbest must be between 1 and --beam-size")
+    if args.max_tokens < 1 or args.chunk_lines < 1:
+        parser.error("--max-tokens and --chunk-lines must be >= 1")
+    if args.max_input_tokens is not None and args.max_input_tokens < 1:
+        parser.error("--max-input-tokens must be >= 1")
+    try:
+        return _run(args, loader or _load_checkpoint)
+    except TranslateError as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        return 1
+
+
+def _run(args: argparse.Namespace, loader: ModelLoader) -> int:
+    # Check the cheap things before loading the model, and open the output only after it.
+    if args.input != "-":
+        in_path = Path(args.input)
+        if not in_path.is_file():
+            what = "is a directory" if in_path.is_dir() else "not found"
+            raise TranslateError(f"input file {what}: {args.input}")
+        if args.output != "-" and Path(args.output).resolve() == in_path.resolve():
+            raise TranslateError(f"--output is the same file as --input: {args.output}")
+    ckpt = Path(args.checkpoint)
+    if not ckpt.is_file():
+        what = "is a directory" if ckpt.is_dir() else "not found"
+        raise TranslateError(f"checkpoint {what}: {args.checkpoint}")
+    device = resolve_device(args.device)
+
+    model = loader(str(ckpt), "cpu")
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is None:
+        raise TranslateError(f"checkpoint {args.checkpoint} carries no tokenizer")
+    translator = Translator(
+        model,
+        tokenizer,
+        beam_size=args.beam_size,
+        nbest=args.nbest,
+        length_penalty=args.length_penalty,
+        max_tokens=args.max_tokens,
+        device=device,
+        precision=args.precision,
+        max_input_tokens=args.max_input_tokens,
+    )
+
+    with contextlib.ExitStack() as stack:
+        if args.input == "-":
+            in_stream, in_name = sys.stdin.buffer, "<stdin>"
+        else:
+            in_stream, in_name = stack.enter_context(open(args.input, "rb")), args.input
+        if args.output == "-":
+            out = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="\n")
+            stack.callback(out.detach)  # flush, but never close the process's stdout
+            stack.callback(out.flush)
+        else:
+            out = stack.enter_context(open(args.output, "w", encoding="utf-8", newline="\n"))
+        lines = read_lines(in_stream, in_name, args.errors, warn=_stderr_warning)
+        stats = translator.translate_stream(
+            lines, out, chunk_lines=args.chunk_lines, progress=None if args.quiet else sys.stderr
+        )
+
+    expected = stats.lines_in * args.nbest
+    written = stats.lines_out
+    if args.output != "-":
+        written = _count_lines(args.output)
+    if written != expected:
+        raise TranslateError(
+            f"line count mismatch: {stats.lines_in} input lines but {written} output lines "
+            f"in {args.output if args.output != '-' else '<stdout>'} (expected {expected})"
+        )
+    if not args.quiet:
+        print(stats.summary(), file=sys.stderr, flush=True)
+    return 0
+
+
+def _count_lines(path: str | os.PathLike) -> int:
+    """Number of ``\\n`` in a file, read in blocks."""
+    count = 0
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            count += block.count(b"\n")
+    return count
