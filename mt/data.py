@@ -347,6 +347,7 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
         self.num_replicas, self.rank = num_replicas, rank
         self.epoch = 0
         self._position = 0  # batches of the current epoch already yielded on this rank
+        self._resume_at = 0  # where the next iteration starts (set by load_state_dict)
         if indices is None:
             indices = np.arange(len(src_lengths))
         indices = np.asarray(indices, dtype=np.int64)
@@ -362,8 +363,7 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
 
     def set_epoch(self, epoch: int) -> None:
         if epoch != self.epoch:
-            self.epoch = epoch
-            self._position = 0
+            self.epoch, self._position, self._resume_at = epoch, 0, 0
 
     def _epoch_batches(self) -> list[np.ndarray]:
         batches = self._batches
@@ -377,11 +377,12 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         batches = self._epoch_batches()
-        start, self._position = self._position, 0
+        # Only a restored state skips batches; an iteration abandoned early (e.g. limit_val_batches)
+        # does not make the next one start in the middle.
+        start, self._resume_at = self._resume_at, 0
         for i in range(start, len(batches)):
             self._position = i + 1
             yield batches[i].tolist()
-        self._position = 0  # a finished epoch resumes at its start
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "position": self._position, "seed": self.seed}
@@ -391,6 +392,7 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
         if state.get("seed", self.seed) != self.seed:
             raise ValueError(f"sampler state was saved with seed {state['seed']}, not {self.seed}")
         self.epoch, self._position = int(state["epoch"]), int(state["position"])
+        self._resume_at = self._position
 
 
 def _cut(indices: np.ndarray, size: np.ndarray, max_tokens: int) -> list[np.ndarray]:

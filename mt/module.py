@@ -321,7 +321,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Seq2S
     model_cls = getattr(importlib.import_module(module_name), class_name)
     if not (isinstance(model_cls, type) and issubclass(model_cls, Seq2SeqModule)):
         raise CheckpointError(f"{path}: {ckpt['mt_class']} is not a Seq2SeqModule")
-    model = model_cls(**ckpt.get("hyper_parameters", {}))
+    # LightningCLI adds bookkeeping entries such as "_class_path": not constructor arguments.
+    hparams = {k: v for k, v in ckpt.get("hyper_parameters", {}).items() if not k.startswith("_")}
+    model = model_cls(**hparams)
     model.load_state_dict(ckpt["state_dict"])
     model.on_load_checkpoint(ckpt)
     if model.tokenizer is None:

@@ -126,6 +126,9 @@ def test_sampler_resume_mid_epoch_yields_exactly_the_rest() -> None:
     rest = list(resumed)
     assert head + rest == expected
     assert list(resumed) == expected  # the next pass over the same epoch starts from its beginning
+    partial = iter(resumed)
+    next(partial)
+    assert list(resumed) == expected  # an abandoned pass does not shorten the next one
 
 
 def test_sampler_fewer_examples_than_ranks_still_balanced() -> None:

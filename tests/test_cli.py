@@ -1,0 +1,121 @@
+"""`mt` command line: shipped configs, config errors, fit -> validate/test -> checkpoint -> translate."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from mt.module import Seq2SeqModule, load_checkpoint
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+
+
+def mt(*args: str, cwd: Path = ROOT, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [sys.executable, "-m", "mt", *args], cwd=cwd, capture_output=True, text=True, timeout=600
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"mt {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
+def test_every_shipped_config_parses(config: Path) -> None:
+    out = mt("fit", "--config", str(config), "--print_config").stdout
+    resolved = yaml.safe_load(out)
+    # vocab_size is linked from the data module, never configured twice
+    assert "vocab_size" not in resolved["model"]["init_args"] and resolved["data"]["vocab_size"] > 0
+    assert resolved["model"]["class_path"] == yaml.safe_load(config.read_text())["model"]["class_path"]
+
+
+def test_model_help_lists_options() -> None:
+    out = mt("fit", "--model.help", "mt.lstm.LSTMSeq2Seq").stdout
+    assert "--model.attention" in out and "bahdanau" in out and "luong_general" in out
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        (["--model.init_args.atention", "bahdanau"], "atention"),
+        (["--model.init_args.attention", "luong_concat"], "luong_concat"),
+        (["--data.max_tokenz", "10"], "max_tokenz"),
+    ],
+    ids=["typo-model-key", "unknown-attention", "typo-data-key"],
+)
+def test_config_errors_name_the_key(override: list[str], expected: str) -> None:
+    proc = mt("fit", "--config", "configs/lstm-small.yaml", *override, "--print_config", check=False)
+    assert proc.returncode != 0
+    assert expected in proc.stderr
+    if "attention" in override[0] and "atention" not in override[0]:
+        assert "bahdanau" in proc.stderr and "luong_dot" in proc.stderr  # the allowed values
+
+
+def test_config_for_the_wrong_class_is_rejected(tmp_path: Path) -> None:
+    cfg = yaml.safe_load((ROOT / "configs/transformer-small.yaml").read_text())
+    cfg["model"]["class_path"] = "mt.lstm.LSTMSeq2Seq"  # transformer arguments for an LSTM
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    proc = mt("fit", "--config", str(bad), "--print_config", check=False)
+    assert proc.returncode != 0 and "d_model" in proc.stderr
+
+
+def tiny_overlay(tmp_path: Path, corpus: Path, model: str) -> Path:
+    """Shrink a small config to seconds: tiny model, tiny corpus, a few steps."""
+    sizes = (
+        {"d_model": 32, "n_heads": 2, "encoder_layers": 1, "decoder_layers": 1, "ffn_dim": 64}
+        if model == "transformer"
+        else {"embed_dim": 32, "hidden_size": 32, "encoder_layers": 1, "decoder_layers": 1}
+    )
+    overlay = {
+        "trainer": {
+            "max_steps": 6,
+            "val_check_interval": 3,
+            "limit_val_batches": 2,
+            "enable_progress_bar": False,
+            "default_root_dir": str(tmp_path),
+            "logger": {"class_path": "mt.cli.WandbLogger", "init_args": {"save_dir": str(tmp_path)}},
+            "callbacks": [
+                {
+                    "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                    "init_args": {"dirpath": str(tmp_path / "ckpt"), "filename": "best",
+                                  "monitor": "val/bleu", "mode": "max", "save_last": True},
+                }
+            ],
+        },
+        "model": {"init_args": sizes},
+        "data": {"data_dir": str(corpus), "vocab_size": 300, "max_tokens": 512, "num_workers": 0},
+    }
+    path = tmp_path / "overlay.yaml"
+    path.write_text(yaml.safe_dump(overlay))
+    return path
+
+
+@pytest.mark.parametrize("model", ["transformer", "lstm"])
+def test_fit_then_validate_then_translate_from_checkpoint_alone(
+    model: str, tiny_corpus: Path, tmp_path: Path
+) -> None:
+    configs = ["--config", f"configs/{model}-small.yaml", "--config", str(tiny_overlay(tmp_path, tiny_corpus, model))]
+    fit = mt("fit", *configs)
+    assert "BLEU" in fit.stdout + fit.stderr and "nrefs:1|case:mixed" in fit.stdout + fit.stderr
+    last = tmp_path / "ckpt" / "last.ckpt"
+    assert last.is_file() and (tmp_path / "ckpt" / "best.ckpt").is_file()
+
+    val = mt("validate", *configs, "--ckpt_path", str(last))
+    assert "val/bleu" in val.stdout
+
+    # The checkpoint alone rebuilds the right class with its tokenizer and translates.
+    loaded = Seq2SeqModule.load_from_checkpoint(last)
+    expected_cls = "TransformerSeq2Seq" if model == "transformer" else "LSTMSeq2Seq"
+    assert type(loaded).__name__ == expected_cls
+    assert loaded.tokenizer is not None and loaded.tokenizer.vocab_size == 300
+    src = loaded.tokenizer.encode(["der mann sieht die katze"])[0] + [3]
+    tokens = loaded.generate(torch.tensor([src]), torch.zeros(1, len(src), dtype=torch.bool))
+    assert isinstance(loaded.tokenizer.decode(tokens)[0], str)
+    again = load_checkpoint(last)
+    assert torch.equal(next(again.parameters()), next(loaded.parameters()))
