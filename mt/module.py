@@ -88,6 +88,8 @@ class Seq2SeqModule(L.LightningModule):
         length_penalty: GNMT length penalty alpha of beam search (0 = none).
         max_len_a: hypotheses are at most ``max_len_a * source_length + max_len_b`` tokens.
         max_len_b: see ``max_len_a``.
+        compile: run the teacher-forced forward pass through ``torch.compile`` (pair it with
+            ``data.pad_to_multiple: 8`` so that few distinct shapes trigger recompilation).
     """
 
     def __init__(
@@ -100,6 +102,7 @@ class Seq2SeqModule(L.LightningModule):
         length_penalty: float = 1.0,
         max_len_a: float = 1.2,
         max_len_b: int = 10,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         if type(self) is Seq2SeqModule:
@@ -117,6 +120,7 @@ class Seq2SeqModule(L.LightningModule):
         self.scheduler_factory = lr_scheduler
         self.beam_size, self.length_penalty = beam_size, length_penalty
         self.max_len_a, self.max_len_b = max_len_a, max_len_b
+        self.use_compile = compile  # not `self.compile`: that is nn.Module.compile()
         self.tokenizer: Tokenizer | None = None
         self._eval_outputs: list[tuple[int, str, str]] = []
 
@@ -130,6 +134,12 @@ class Seq2SeqModule(L.LightningModule):
 
     def decode_step(self, prev_tokens: Tensor, state: State) -> tuple[Tensor, State]:
         raise NotImplementedError
+
+    def configure_model(self) -> None:
+        if self.use_compile and not hasattr(self, "_compiled"):
+            # Only the training/teacher-forcing path; step-wise decoding stays eager.
+            self.forward = torch.compile(self.forward, dynamic=True)  # type: ignore[method-assign]
+            self._compiled = True
 
     def forward(self, src: Tensor, src_pad_mask: Tensor, tgt_in: Tensor) -> Tensor:
         """Teacher-forced logits (B, T, V)."""

@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     py = sys.executable
     data = ROOT / "data" / "multi30k"
     run([py, "scripts/download_data.py", "--corpus", "multi30k", "--out", str(ROOT / "data"),
-         "--splits", "train", "val", "test_2016_flickr", "--langs", "de", "en"])
+         "--splits", "train,val,test_2016_flickr", "--langs", "de,en"])
 
     out = (ROOT / args.out).resolve()
     sample = out / "sample.de"
