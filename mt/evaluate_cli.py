@@ -9,8 +9,14 @@ prints the BLEU and chrF lines exactly as ``sacrebleu REF -i HYP -m bleu chrf`` 
 (with signatures); with ``--src`` it adds a table of scores per source-length bucket with
 bootstrap 95% intervals; ``--json`` writes everything to a file.
 
-Translate-then-score mode (``--checkpoint``) is reserved: :func:`translate_with_checkpoint` is
-the hook to implement; until then ``--checkpoint`` fails with a clear error.
+Translate-then-score mode::
+
+    python scripts/evaluate.py --checkpoint CKPT --src SRC --ref REF [--beam-size 5]
+                               [--max-tokens 4096] [--device auto] [--save-hyp OUT]
+
+translates ``SRC`` with the checkpoint (:class:`mt.translate.Translator`, the same decoding path
+as ``scripts/translate.py``), then scores the translations exactly like ``--hyp`` input, bucket
+table included (``--src`` is given).
 
 Files are read as sacreBLEU's CLI reads them: UTF-8, split on ``"\\n"`` only, and each line
 ``rstrip()``-ed (so ``"\\r\\n"`` endings and trailing blanks are dropped, leading whitespace
@@ -110,23 +116,79 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--json", type=Path, metavar="OUT", help="also write all results here")
 
     translate = parser.add_argument_group(
-        "translate-then-score (not available yet)",
+        "translate-then-score",
         "Translate --src with a trained checkpoint, then score against --ref.",
     )
     translate.add_argument(
         "--checkpoint", type=Path, help="model checkpoint to translate --src with"
     )
+    translate.add_argument(
+        "--beam-size", type=int, default=5, help="beam size; 1 = greedy (default: %(default)s)"
+    )
+    translate.add_argument(
+        "--length-penalty",
+        type=float,
+        default=1.0,
+        help="GNMT length penalty alpha (default: %(default)s)",
+    )
+    translate.add_argument(
+        "--max-tokens",
+        type=int,
+        default=4096,
+        help="decoding batch budget in source subwords, padding counted (default: %(default)s)",
+    )
+    translate.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], default="auto", help="(default: auto)"
+    )
+    translate.add_argument(
+        "--save-hyp", type=Path, metavar="OUT", help="also write the translations to this file"
+    )
     return parser
 
 
 def translate_with_checkpoint(args: argparse.Namespace) -> list[str]:
-    """Hook for the translate-then-score mode: return hypotheses for ``args.src``.
+    """Translate-then-score mode: one hypothesis per line of ``args.src``, in order.
 
-    To be implemented with the model code (load ``args.checkpoint``, translate the lines of
-    ``args.src``, return one hypothesis per source line). :func:`run` then scores them exactly
-    like ``--hyp`` input.
+    Loads ``args.checkpoint`` with :func:`mt.module.load_checkpoint` (the checkpoint carries
+    its tokenizer) and translates with :class:`mt.translate.Translator` at ``args.beam_size``,
+    ``args.length_penalty`` and ``args.max_tokens``, the same decoding as
+    ``scripts/translate.py``; an empty source line gives an empty hypothesis. With
+    ``args.save_hyp`` the translations are also written there. :func:`run` then scores them
+    exactly like ``--hyp`` input.
+
+    Raises:
+        InputError: unreadable or non-mt checkpoint, bad decoding options, unwritable output.
     """
-    raise InputError("--checkpoint (translate-then-score) is not available yet; use --hyp")
+    from mt.module import CheckpointError, load_checkpoint
+    from mt.translate import Translator, resolve_device
+
+    if args.beam_size < 1 or args.max_tokens < 1:
+        raise InputError("--beam-size and --max-tokens must be >= 1")
+    src = read_lines(args.src)
+    try:
+        model = load_checkpoint(args.checkpoint, map_location="cpu")
+    except CheckpointError as exc:
+        raise InputError(" ".join(str(exc).split())) from None  # one line
+    try:
+        device = resolve_device(args.device)
+    except (RuntimeError, ValueError) as exc:
+        raise InputError(str(exc)) from None
+    assert model.tokenizer is not None  # load_checkpoint guarantees it
+    translator = Translator(
+        model,
+        model.tokenizer,
+        beam_size=args.beam_size,
+        length_penalty=args.length_penalty,
+        max_tokens=args.max_tokens,
+        device=device,
+    )
+    hyps = [nbest[0].text for nbest in translator.translate(src)]
+    if args.save_hyp is not None:
+        try:
+            args.save_hyp.write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
+        except OSError as exc:
+            raise InputError(f"cannot write {args.save_hyp}: {exc}") from None
+    return hyps
 
 
 def _check_counts(name_a: str, a: Sequence[str], name_b: str, b: Sequence[str]) -> None:
@@ -172,6 +234,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "ref": str(args.ref),
         "src": None if args.src is None else str(args.src),
         "checkpoint": None if args.checkpoint is None else str(args.checkpoint),
+        "beam_size": None if args.checkpoint is None else args.beam_size,
         **scores.to_dict(),
     }
     if src is not None:

@@ -246,7 +246,13 @@ class Seq2SeqModule(L.LightningModule):
         self.log(f"{split}/ppl", math.exp(min(nll, 50.0)))
         self.log(f"{split}/bleu", scores.bleu, prog_bar=True)
         self.log(f"{split}/chrf", scores.chrf)
-        self.last_eval = {"split": split, "scores": scores, "hyps": hyps, "refs": refs}
+        self.last_eval = {
+            "split": split,
+            "scores": scores,
+            "indices": [i for i, _, _ in rows],  # line numbers in the split's files
+            "hyps": hyps,
+            "refs": refs,
+        }
         if not getattr(self, "_signature_logged", False) and self.trainer.is_global_zero:
             self.print(f"[mt] {split}: {scores.bleu_detail}  ({scores.bleu_signature})")
             self._signature_logged = True

@@ -36,11 +36,16 @@ def overlay(out_dir: Path, name: str) -> Path:
         f"""trainer:
   default_root_dir: {out_dir}
   logger:
-    class_path: mt.cli.WandbLogger
-    init_args:
-      project: mt-demo
-      name: {name}
-      save_dir: {out_dir}
+    - class_path: mt.cli.WandbLogger
+      init_args:
+        project: mt-demo
+        name: {name}
+        save_dir: {out_dir}
+    - class_path: lightning.pytorch.loggers.CSVLogger
+      init_args:
+        save_dir: {out_dir}
+        name: csv
+        version: ""
   callbacks:
     - class_path: lightning.pytorch.callbacks.ModelCheckpoint
       init_args:
@@ -50,6 +55,7 @@ def overlay(out_dir: Path, name: str) -> Path:
         mode: max
         save_last: true
     - class_path: mt.throughput.ThroughputMonitor
+    - class_path: mt.reporting.EvalReport
 """,
         encoding="utf-8",
     )

@@ -228,7 +228,7 @@ def test_evaluate_missing_file_and_checkpoint(tmp_path, capsys):
         ["--checkpoint", str(tmp_path / "m.ckpt"), "--src", str(ref_f), "--ref", str(ref_f)],
         capsys,
     )
-    assert "not available yet" in err
+    assert "m.ckpt" in err and "no such checkpoint" in err
 
 
 def test_evaluate_script_exit_code_no_traceback(tmp_path):

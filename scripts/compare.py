@@ -1,0 +1,14 @@
+#!/usr/bin/env python
+"""Compare trained models on one test set and write report.md, report.json and plots.
+
+    python scripts/compare.py --checkpoints runs/a runs/b --src SRC --ref REF --out DIR
+
+See ``mt/compare.py`` for what is computed; ``--help`` lists the options.
+"""
+
+import sys
+
+from mt.compare import main
+
+if __name__ == "__main__":
+    sys.exit(main())

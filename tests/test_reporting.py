@@ -1,0 +1,300 @@
+"""EvalReport logging offline to W&B and CSV (mt.reporting), the comparison report (mt.compare)
+and translate-then-score (mt.evaluate_cli --checkpoint), on two tiny models trained for seconds.
+
+The ``runs`` fixture trains a tiny Transformer (CSV logger) and a tiny LSTM (W&B offline + CSV,
+then tested) with ModelCheckpoint, ThroughputMonitor and EvalReport, as a config would; the
+comparison then reads their run directories like ``scripts/compare.py --checkpoints RUN...``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
+
+from mt import compare as cmp
+from mt.data import TranslationDataModule
+from mt.evaluate_cli import main as evaluate_main
+from mt.evaluate_cli import read_lines
+from mt.lstm import LSTMSeq2Seq
+from mt.module import Seq2SeqModule
+from mt.reporting import EvalReport, attention_figure, attention_map, pick_lines
+from mt.throughput import ThroughputMonitor
+from mt.transformer import TransformerSeq2Seq
+from mt.translate import Translator
+
+torch.set_num_threads(1)  # tiny models: threads only contend (as in test_translate.py)
+
+VOCAB = 300
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def tiny_model(kind: str, seed: int = 0, lr: float = 5e-3) -> Seq2SeqModule:
+    torch.manual_seed(seed)
+
+    def optimizer(params):  # noqa: ANN001, ANN202
+        return torch.optim.AdamW(params, lr=lr)
+
+    if kind == "transformer":
+        return TransformerSeq2Seq(VOCAB, d_model=32, n_heads=2, encoder_layers=1,
+                                  decoder_layers=1, ffn_dim=64, dropout=0.0, optimizer=optimizer)
+    return LSTMSeq2Seq(VOCAB, embed_dim=32, hidden_size=32, encoder_layers=1, decoder_layers=1,
+                       dropout=0.0, input_feeding=False, optimizer=optimizer)
+
+
+@pytest.fixture(scope="module")
+def datamodule(tiny_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> TranslationDataModule:
+    dm = TranslationDataModule(
+        data_dir=str(tiny_corpus), vocab_size=VOCAB, max_tokens=512, num_workers=0,
+        cache_dir=str(tmp_path_factory.mktemp("cache")),
+    )  # fmt: skip
+    dm.setup("fit")
+    return dm
+
+
+@pytest.fixture(scope="module")
+def runs(
+    datamodule: TranslationDataModule, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:
+    """Run directories of a tiny Transformer (60 steps) and a tiny LSTM (20 steps, W&B)."""
+    wandb = pytest.importorskip("wandb")
+    root = tmp_path_factory.mktemp("runs")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("WANDB_MODE", "offline")
+    mp.setenv("WANDB_DIR", str(root))
+    mp.setenv("WANDB_SILENT", "true")
+    out = {}
+    try:
+        for kind, steps in (("transformer", 60), ("lstm", 20)):
+            run = out[kind] = root / kind
+            loggers: list = [CSVLogger(str(run), name="csv")]
+            if kind == "lstm":
+                run.mkdir(parents=True)
+                # What LightningCLI saves in trainer.log_dir (the first logger's save_dir)
+                (run / "config.yaml").write_text("model:\n  marker: zebra-config-7319\n")
+                loggers.insert(0, WandbLogger(project="mt-test", save_dir=str(run), offline=True))
+            trainer = L.Trainer(
+                accelerator="cpu", max_steps=steps, val_check_interval=steps // 2,
+                check_val_every_n_epoch=None, num_sanity_val_steps=0, log_every_n_steps=5,
+                logger=loggers, enable_progress_bar=False, enable_model_summary=False,
+                callbacks=[
+                    ModelCheckpoint(dirpath=str(run / "checkpoints"), filename="best",
+                                    monitor="val/bleu", mode="max"),
+                    ThroughputMonitor(warmup_steps=2, log_every_n_steps=5),
+                    EvalReport(n_samples=4, n_attention=2, bucket_edges=[4, 6], n_bootstrap=20),
+                ],
+            )
+            model = tiny_model(kind)
+            trainer.fit(model, datamodule=datamodule)
+            if kind == "lstm":
+                trainer.test(model, datamodule=datamodule)
+                wandb.finish()
+    finally:
+        mp.undo()
+    return out
+
+
+def test_compare_matches_evaluate_and_writes_report(
+    runs: dict[str, Path], tiny_corpus: Path, tmp_path: Path
+) -> None:
+    ckpt_a = runs["transformer"] / "checkpoints" / "best.ckpt"
+    ckpt_b = runs["lstm"] / "checkpoints" / "best.ckpt"
+    # References built from both systems' outputs and the real references, so that the scores
+    # are neither 0 nor 100 and differ by model and by bucket.
+    src_file = tiny_corpus / "test_2016_flickr.de"
+    src, real = read_lines(src_file), read_lines(tiny_corpus / "test_2016_flickr.en")
+    hyps = {}
+    for name, ckpt in (("a", ckpt_a), ("b", ckpt_b)):
+        model = Seq2SeqModule.load_from_checkpoint(ckpt)
+        translator = Translator(model, model.tokenizer, beam_size=2)
+        hyps[name] = [t[0].text for t in translator.translate(src)]
+    refs = [(hyps["a"][i], hyps["b"][i], real[i])[i % 3] for i in range(len(src))]
+    ref_file = tmp_path / "ref.txt"
+    ref_file.write_text("".join(r + "\n" for r in refs), encoding="utf-8")
+
+    out = tmp_path / "report"
+    common = ["--src", str(src_file), "--ref", str(ref_file), "--beam-size", "2"]
+    buckets = ["--bucket-edges", "4", "6", "--n-bootstrap", "100"]
+    rc = cmp.main(["--checkpoints", str(runs["transformer"]), str(ckpt_b), *common, *buckets,
+                   "--out", str(out), "--stress-k", "1", "3"])
+    assert rc == 0
+    report = json.loads((out / "report.json").read_text())
+    a, b = report["models"]
+    assert (a["name"], b["name"]) == ("transformer", "lstm")
+    assert (a["architecture"], b["architecture"]) == ("TransformerSeq2Seq", "LSTMSeq2Seq")
+    assert a["num_parameters"] == tiny_model("transformer").num_parameters()
+    for m, key in ((a, "a"), (b, "b")):  # files are read as sacrebleu reads them: rstrip()-ed
+        assert read_lines(m["hypotheses"]) == [h.rstrip() for h in hyps[key]]
+    assert 0 < a["scores"]["bleu"] < 100 and a["scores"]["bleu"] != b["scores"]["bleu"]
+
+    # The same numbers as scripts/evaluate.py on the written hypotheses (scores, signature,
+    # buckets with their intervals).
+    for m in (a, b):
+        evaluated = tmp_path / f"{m['name']}.json"
+        assert evaluate_main(["--hyp", m["hypotheses"], *common[:4], *buckets,
+                              "--json", str(evaluated)]) == 0
+        expected = json.loads(evaluated.read_text())
+        for key in ("bleu", "chrf", "bleu_signature", "chrf_signature", "bleu_detail", "n"):
+            assert m["scores"][key] == expected[key], key
+        assert m["buckets"] == expected["buckets"] and len(m["buckets"]) == 3
+        assert [s["k"] for s in m["stress"]] == [1, 3]
+        assert m["stress"][0]["bleu"] == m["scores"]["bleu"]
+        assert m["stress"][1]["lines"] == -(-len(src) // 3)
+        lo, hi = m["bleu_ci"]
+        assert lo <= m["scores"]["bleu"] <= hi
+    (pair,) = report["paired_bootstrap"]
+    assert (pair["baseline"], pair["system"]) == ("transformer", "lstm")
+    assert pair["bleu_a"] == a["scores"]["bleu"] and 0 < pair["p_value"] <= 1
+
+    # Training logs written by the runs' CSVLogger: two validations with the wall-clock and
+    # target tokens that EvalReport logged, throughput from ThroughputMonitor.
+    curve = a["training"]["curve"]
+    assert len(curve) == 2 and 0 < curve[0]["step"] < curve[1]["step"]
+    assert 0 < curve[0]["wall_s"] < curve[1]["wall_s"]
+    assert 0 < curve[0]["tgt_tokens_seen"] < curve[1]["tgt_tokens_seen"]
+    assert a["training"]["throughput"]["train/tgt_tokens_per_sec"] > 0
+    assert a["training"]["throughput"]["train/mfu"] is None  # CPU: no MFU
+
+    md = (out / "report.md").read_text()
+    assert report["signatures"]["bleu"] in md and "p-value" in md and "| lstm |" in md
+    assert f"{a['scores']['bleu']:.1f}" in md
+    assert set(report["plots"]) == {"bleu_by_length.png", "stress_bleu.png",
+                                    "val_bleu_curves.png", "throughput.png"}
+    for plot in report["plots"]:
+        assert (out / plot).read_bytes().startswith(PNG) and f"]({plot})" in md
+
+    # evaluate.py --checkpoint: the same translations and scores as compare.py
+    saved, scored = tmp_path / "a.hyp", tmp_path / "a-ckpt.json"
+    assert evaluate_main(["--checkpoint", str(ckpt_a), *common, "--save-hyp", str(saved),
+                          "--json", str(scored)]) == 0
+    assert read_lines(saved) == read_lines(a["hypotheses"])
+    assert json.loads(scored.read_text())["bleu"] == a["scores"]["bleu"]
+
+
+METRICS_CSV = """epoch,step,train/loss,train/tgt_tokens_per_sec,train/mfu,val/bleu,train/wall_s
+0,9,5.0,1000.0,0.25,,
+0,9,,,,1.5,
+0,9,,,,,30.0
+0,19,4.0,3000.0,0.35,,
+0,19,,,,3.5,60.0
+"""
+
+
+def test_training_logs_merge_rows_and_files(tmp_path: Path) -> None:
+    (tmp_path / "csv/version_0").mkdir(parents=True)
+    (tmp_path / "csv/version_0/metrics.csv").write_text(METRICS_CSV)
+    (tmp_path / "csv/version_1").mkdir(parents=True)
+    (tmp_path / "csv/version_1/metrics.csv").write_text("step,test/bleu\n19,7.5\n")
+    logs = cmp.read_training_logs(tmp_path)
+    assert len(logs["files"]) == 2 and logs["test_bleu"] == 7.5
+    assert logs["curve"] == [
+        {"step": 9, "val_bleu": 1.5, "wall_s": 30.0, "tgt_tokens_seen": None},
+        {"step": 19, "val_bleu": 3.5, "wall_s": 60.0, "tgt_tokens_seen": None},
+    ]
+    assert logs["throughput"]["train/tgt_tokens_per_sec"] == pytest.approx(2000.0)
+    assert logs["throughput"]["train/mfu"] == pytest.approx(0.30)
+    assert cmp.read_training_logs(tmp_path / "nothing")["curve"] == []
+
+
+def test_compare_and_evaluate_input_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "src.txt"
+    src.write_text("a b\n")
+    ref = tmp_path / "ref.txt"
+    ref.write_text("a b\n")
+    args = ["--src", str(src), "--ref", str(ref), "--out", str(tmp_path / "o")]
+    assert cmp.main(["--checkpoints", str(tmp_path), *args]) == 1
+    assert "no checkpoints/best.ckpt" in capsys.readouterr().err
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    assert evaluate_main(["--checkpoint", str(bad), "--src", str(src), "--ref", str(ref)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(bad) in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("kind", ["transformer", "lstm"])
+def test_attention_maps(kind: str, datamodule: TranslationDataModule) -> None:
+    model = tiny_model(kind)
+    model.train()
+    line = "der mann sieht die katze"
+    amap = attention_map(model, datamodule.tokenizer, line, max_len=7)
+    assert amap is not None and model.training  # mode restored
+    n_out, n_src = amap.weights.shape
+    assert n_src == len(amap.source_tokens) == len(datamodule.tokenizer.encode([line])[0]) + 1
+    assert 1 <= n_out == len(amap.output_tokens) <= 7
+    assert amap.weights.min() >= 0 and abs(amap.weights.sum(1) - 1).max() < 1e-5
+    fig = attention_figure(amap, "title")
+    assert fig.axes[0].get_title().startswith("title") and fig.axes[0].get_xlabel()
+    assert pick_lines([5, 1, 9, 3, 7], 3) == [0, 1, 2] and pick_lines([2, 2], 5) == [0, 1]
+
+
+def test_transformer_attention_hook_matches_sdpa() -> None:
+    from mt.reporting import _transformer_weights
+    from mt.transformer import CrossAttention, merge_heads, split_heads
+
+    torch.manual_seed(0)
+    layer = CrossAttention(16, 2, 0.0).eval()
+    x, memory = torch.randn(2, 3, 16), torch.randn(2, 5, 16)
+    mask = torch.tensor([[True] * 5, [True] * 3 + [False] * 2])[:, None, None, :]
+    kv = layer.memory_kv(memory)
+    weights = _transformer_weights(layer, (x, kv, mask))  # (B, T, S), mean over heads
+    assert torch.allclose(weights[1, :, 3:], torch.zeros(3, 2))
+    # per-head weights times values reproduce the layer's SDPA output
+    q = split_heads(layer.q(x), 2)
+    per_head = (q @ kv[0].transpose(-2, -1) / 8**0.5).masked_fill(~mask, -torch.inf).softmax(-1)
+    assert torch.allclose(per_head.mean(1), weights, atol=1e-6)
+    assert torch.allclose(layer.out(merge_heads(per_head @ kv[1])), layer(x, kv, mask), atol=1e-5)
+
+
+def test_eval_report_logged_offline_to_wandb_and_csv(
+    runs: dict[str, Path], datamodule: TranslationDataModule
+) -> None:
+    (run,) = (runs["lstm"] / "wandb").glob("offline-run-*")
+    media = run / "files" / "media"
+    tables = sorted((media / "table" / "val").glob("bleu_by_length_*.table.json"))
+    assert len(tables) == 2  # one per validation (steps 10 and 20)
+    buckets = json.loads(tables[0].read_text())
+    assert buckets["columns"][:3] == ["bucket", "n", "bleu"]
+    assert [r[0] for r in buckets["data"]] == ["1-4", "5-6", "7+"]
+    assert sum(r[1] for r in buckets["data"]) == len(datamodule.source_lines("val"))
+    samples = next((media / "table" / "val").glob("samples_*.table.json"))
+    rows = json.loads(samples.read_text())["data"]
+    assert len(rows) == 4 and all(datamodule.source_lines("val")[r[0]] == r[1] for r in rows)
+    assert list((media / "table" / "test").glob("bleu_by_length_*.table.json"))
+    images = list((media / "images" / "val" / "attention").glob("line*.png"))
+    assert len(images) == 4 and all(p.read_bytes().startswith(PNG) for p in images)
+    assert len({p.name.split("_")[0] for p in images}) == 2  # two fixed lines, two steps
+    history = next(run.glob("run-*.wandb")).read_bytes()
+    for key in (b"val/bleu_len_1-4", b"test/bleu_len_7+", b"train/tgt_tokens_seen",
+                b"sacrebleu/bleu_signature", b"nrefs:1|case:mixed", b"zebra-config-7319"):
+        assert key in history, key
+
+    (csv_file,) = (runs["lstm"] / "csv").rglob("metrics.csv")
+    logs = cmp.read_training_logs(runs["lstm"])
+    assert len(logs["curve"]) == 2
+    assert all(c["tgt_tokens_seen"] > 0 and c["wall_s"] > 0 for c in logs["curve"])
+    header = csv_file.read_text().splitlines()[0].split(",")
+    assert {"val/bleu_len_1-4", "test/bleu_len_5-6", "test/bleu"} <= set(header)
+
+
+def test_eval_report_without_wandb(datamodule: TranslationDataModule, tmp_path: Path) -> None:
+    trainer = L.Trainer(
+        accelerator="cpu", logger=[CSVLogger(str(tmp_path), name="run")],
+        callbacks=[EvalReport(n_bootstrap=0)], enable_progress_bar=False,
+        enable_model_summary=False, limit_val_batches=1,
+    )
+    trainer.validate(tiny_model("transformer"), datamodule=datamodule)  # a partial split
+    # the evaluated rows carry their line numbers, so a partial split still gets its buckets
+    header = (tmp_path / "run" / "version_0" / "metrics.csv").read_text().splitlines()[0]
+    assert "val/bleu_len_1-10" in header
+    trainer = L.Trainer(
+        accelerator="cpu", logger=False, callbacks=[EvalReport()], enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.validate(tiny_model("transformer"), datamodule=datamodule)  # no logger at all
