@@ -308,3 +308,26 @@ def test_overfits_reversal_corpus() -> None:
     assert accuracy(greedy) >= 0.95, (loss.item(), accuracy(greedy))
     assert accuracy(beam) >= 0.95, (loss.item(), accuracy(beam))
     assert elapsed < 30, elapsed
+
+
+def test_beam_reorder_within_sentences_keeps_cross_attention_cache() -> None:
+    """Reordering beams of the same sentence reuses the memory's keys/values (no gather) and
+    still matches teacher forcing; moving rows across sentences gathers them."""
+    model = tiny_model()
+    src, src_pad_mask, tgt_in, _ = make_batch(*random_batch(2, seed=8, min_len=5, max_len=9))
+    beams = torch.arange(2).repeat_interleave(3)  # sentence of each of the 6 rows
+    with torch.no_grad():
+        state = model.encode(src, src_pad_mask)
+        expected = F.log_softmax(model.decode(tgt_in, state).float(), dim=-1)  # (2, T, V)
+        state = state.index_select(beams)
+        within = torch.tensor([2, 0, 1, 5, 3, 4])  # each row stays in its own sentence
+        reordered = state.index_select(within)
+        assert reordered.cross_kv[0][0] is state.cross_kv[0][0]
+        stepped, rows = step_through(model, state, tgt_in[beams], reorder_at=2, indices=within)
+        across = state.index_select(torch.tensor([3, 4, 5, 0, 1, 2]))
+        assert across.cross_kv[0][0] is not state.cross_kv[0][0]
+        swapped, _ = step_through(
+            model, state, tgt_in[beams], reorder_at=2, indices=torch.tensor([3, 4, 5, 0, 1, 2])
+        )
+    torch.testing.assert_close(stepped, expected[beams[within]], atol=1e-5, rtol=0)
+    torch.testing.assert_close(swapped, expected[beams[[3, 4, 5, 0, 1, 2]]], atol=1e-5, rtol=0)

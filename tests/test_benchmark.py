@@ -1,0 +1,128 @@
+"""scripts/benchmark.py: every subcommand runs with --smoke and writes a complete result file.
+
+The corpora are generated (the tiny session corpus; the data subcommand's synthetic corpora), so
+these tests need neither data/multi30k nor a GPU. The Hugging Face comparison is checked only
+where ``transformers`` is installed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mt.benchmark import hf_available, main, non_padding_share
+
+REQUIRED = ("device", "cpu_count", "torch_threads", "versions", "git_commit", "command", "timestamp")
+
+
+def run(subcommand: str, corpus: Path, out: Path, *extra: str) -> dict[str, Any]:
+    argv = [subcommand, "--smoke", "--threads", "1", "--data-dir", str(corpus), "--out", str(out)]
+    assert main([*argv, *extra]) == 0
+    result = json.loads(out.read_text("utf-8"))
+    for key in REQUIRED:
+        assert key in result, key
+    assert result["benchmark"] == subcommand
+    assert result["command"].startswith("scripts/benchmark.py " + subcommand)
+    assert result["versions"]["torch"] and result["versions"]["python"]
+    assert result["settings"]["smoke"] is True
+    return result
+
+
+@pytest.fixture(scope="module")
+def decode_result(tiny_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return run("decode", tiny_corpus, tmp_path_factory.mktemp("bench") / "decode.json")
+
+
+@pytest.fixture(scope="module")
+def train_result(tiny_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return run("train", tiny_corpus, tmp_path_factory.mktemp("bench") / "train.json")
+
+
+def test_data(tiny_corpus: Path, tmp_path: Path) -> None:
+    result = run("data", tiny_corpus, tmp_path / "data.json", "--pairs", "6000", "1000")
+    padding = result["results"]["padding"]
+    for kind in ("token_budget", "random_batches"):
+        assert 0 < padding[kind]["non_padding_share"] <= 1
+        assert padding[kind]["sentences"] == padding["pairs_after_filtering"]
+    # Length-bucketed batches pad less than random ones.
+    assert padding["token_budget"]["non_padding_share"] > padding["random_batches"][
+        "non_padding_share"
+    ]
+    memory = result["results"]["corpus_memory"]
+    assert [c["pairs"] for c in memory["corpora"]] == [6000, 1000]
+    for corpus in memory["corpora"]:
+        assert corpus["encode_pairs_per_s"] > 0 and corpus["loader_pairs_per_s"] > 0
+        assert corpus["worker_processes"] == 1 and corpus["pairs"] > 0
+        assert 0 < corpus["worker_peak_anon_rss_mb"] <= corpus["worker_peak_rss_mb"]
+    assert isinstance(memory["claim_worker_private_memory_constant"], bool)
+
+
+def test_decode(decode_result: dict[str, Any]) -> None:
+    results = decode_result["results"]
+    assert results["sentences"] > 0 and results["batches"] > 0
+    archs = {m["arch"] for m in results["models"]}
+    assert archs == {"transformer", "lstm"}
+    for model in results["models"]:
+        mt_rows = [r for r in model["rows"] if r["system"] == "mt"]
+        assert {r["beam"] for r in mt_rows} == {1, 5}
+        for row in model["rows"]:
+            assert row["sentences"] == results["sentences"]
+            assert row["sentences_per_s"] > 0 and row["tgt_tokens_per_s"] > 0
+    transformer = next(m for m in results["models"] if m["arch"] == "transformer")
+    kv = transformer["kv_cache"]
+    assert kv["speedup"] > 0
+    # Same model, same steps: recomputing the prefix gives the cached search's tokens.
+    assert kv["identical_outputs"] == 1.0
+
+
+def test_train(train_result: dict[str, Any]) -> None:
+    runs = train_result["results"]["runs"]
+    assert {(r["arch"], r["system"]) for r in runs} >= {("transformer", "mt"), ("lstm", "mt")}
+    for r in runs:
+        assert "error" not in r, r.get("error")
+        assert r["steps"] == train_result["settings"]["steps"]
+        assert r["tokens_per_s"] > 0 and r["tgt_tokens_per_s"] > 0 and r["step_time_s"] > 0
+        assert 0 <= r["padding_ratio"] < 1
+        assert r["peak_mem_gb"] > 0 and r["model_tflops_per_s"] > 0
+        assert r["mfu"] is None  # CPU: no peak to compare with
+
+
+def test_hugging_face_columns(decode_result: dict[str, Any], train_result: dict[str, Any]) -> None:
+    if not hf_available():
+        pytest.skip("transformers is not installed: no Hugging Face comparison")
+    transformer = next(m for m in decode_result["results"]["models"] if m["arch"] == "transformer")
+    hf_rows = [r for r in transformer["rows"] if r["system"] == "hf-marian"]
+    assert {r["beam"] for r in hf_rows} == {1, 5}
+    mt_rows = {r["beam"]: r for r in transformer["rows"] if r["system"] == "mt"}
+    for row in hf_rows:
+        # Equal work: EOS is banned in both, so both generate the same number of tokens.
+        assert row["generated_tokens"] == mt_rows[row["beam"]]["generated_tokens"]
+        assert row["tgt_tokens_per_s"] > 0
+    assert set(transformer["speedup_mt_over_hf"]) == {"beam1", "beam5"}
+    # Same size: Marian's parameter count is within a few percent of ours.
+    assert abs(transformer["hf_parameters"] / transformer["parameters"] - 1) < 0.1
+    hf_train = [r for r in train_result["results"]["runs"] if r["system"] == "hf-marian"]
+    assert hf_train and all(r["tokens_per_s"] > 0 for r in hf_train)
+
+
+def test_without_transformers_the_hf_rows_are_skipped(
+    tiny_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setattr("mt.benchmark.hf_available", lambda: False)
+    result = run("train", tiny_corpus, tmp_path / "train.json", "--steps", "1")
+    assert all(r["system"] == "mt" for r in result["results"]["runs"])
+    assert any("transformers is not installed" in n for n in result["notes"])
+    assert "transformers is not installed" in capsys.readouterr().out
+
+
+def test_non_padding_share_counts_real_tokens() -> None:
+    from mt.data import collate
+
+    items = [(0, [5, 6, 7], [8], "a"), (1, [5], [8, 9, 10], "b")]
+    share = non_padding_share([collate(items)])
+    # src: [5 6 7 EOS], [5 EOS pad pad] -> 6 of 8; tgt_out: [8 EOS pad pad], [8 9 10 EOS] -> 6/8
+    assert share["non_padding_share"] == 12 / 16
+    assert share["src_non_padding_share"] == share["tgt_non_padding_share"] == 0.75
