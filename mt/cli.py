@@ -9,17 +9,30 @@ config schema: an unknown key or a value outside a ``Literal`` is an error namin
 from __future__ import annotations
 
 import os
+import sys
+import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
+import lightning.pytorch as pl
 import lightning.pytorch.loggers as pl_loggers
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 import mt.lstm  # noqa: F401  (registers LSTMSeq2Seq as a Seq2SeqModule subclass)
 import mt.transformer  # noqa: F401  (registers TransformerSeq2Seq)
+from mt.cluster import (
+    StepSeededRNG,
+    check_checkpoint_file,
+    install_atomic_checkpoint_io,
+    latest_checkpoint,
+)
 from mt.data import TranslationDataModule
-from mt.module import Seq2SeqModule
+from mt.module import CheckpointError, Seq2SeqModule
+
+RUN_ID_FILE = "wandb_run_id"
 
 
 def wandb_api_key_configured() -> bool:
@@ -45,7 +58,9 @@ class WandbLogger(pl_loggers.WandbLogger):
         name: run name shown in W&B (default: W&B's generated name).
         save_dir: where wandb writes its files.
         offline: force offline logging; ``None`` decides from the presence of an API key.
-        id: W&B run id to resume; a requeued job passes the same id to continue the same run.
+        id: W&B run id. ``None`` (the default) continues the run whose id is stored in
+            ``{save_dir}/wandb_run_id``, or starts a new run and stores its id there, so that a
+            resumed or requeued job logs into the same W&B run (``resume="allow"``).
         group: W&B run group (e.g. to group seeds).
         tags: W&B tags.
         log_model: upload checkpoints as W&B artifacts (online only).
@@ -71,6 +86,9 @@ class WandbLogger(pl_loggers.WandbLogger):
                     "(`wandb login` to log online, `wandb sync` to upload this run)"
                 )
         Path(save_dir).mkdir(parents=True, exist_ok=True)
+        self.reused_run_id = False
+        if id is None:
+            id, self.reused_run_id = stored_run_id(Path(save_dir))
         super().__init__(
             project=project,
             name=name,
@@ -80,7 +98,26 @@ class WandbLogger(pl_loggers.WandbLogger):
             group=group,
             tags=tags,
             log_model=log_model and not offline,
+            resume="allow",
         )
+
+
+def stored_run_id(save_dir: Path) -> tuple[str | None, bool]:
+    """The W&B run id stored in ``save_dir``, and whether it was there already.
+
+    Rank 0 creates the file when it is missing (written to a temporary file and renamed, so a
+    reader never sees half an id); other ranks only read it (Lightning's loggers log on rank 0).
+    """
+    path = save_dir / RUN_ID_FILE
+    if path.is_file() and (stored := path.read_text().strip()):
+        return stored, True
+    if rank_zero_only.rank != 0:
+        return None, False
+    new_id = uuid.uuid4().hex[:16]
+    tmp = path.with_name(f".{RUN_ID_FILE}.{os.getpid()}.tmp")
+    tmp.write_text(new_id + "\n")
+    os.replace(tmp, path)
+    return new_id, False
 
 
 class MTCLI(LightningCLI):
@@ -89,21 +126,74 @@ class MTCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.vocab_size", "model.init_args.vocab_size")
 
+    def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        install_atomic_checkpoint_io(trainer)
+        return trainer
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        super().parse_arguments(parser, args)
+        # LightningCLI reads a --ckpt_path file for its hyperparameters right after parsing:
+        # a truncated file must be one clear error, not a zip reader's traceback.
+        subcommand = self.config.get("subcommand")
+        if subcommand:
+            _check_if_file(self.config[subcommand].get("ckpt_path"))
+
+    def _check_ckpt_path(self) -> None:
+        """Resolve ``--ckpt_path last`` (SLURM's hpc checkpoints included) and check the file
+        before anything starts, so that a truncated checkpoint is one clear error."""
+        config = self.config_init[self.subcommand]
+        ckpt_path = config.get("ckpt_path")
+        if ckpt_path == "last" and self.subcommand == "fit":
+            resolved = latest_checkpoint(self.trainer)
+            if resolved is not None:
+                rank_zero_info(f"[mt] --ckpt_path last: resuming from {resolved}")
+                config["ckpt_path"] = ckpt_path = resolved
+        if ckpt_path is None and self.subcommand == "fit":
+            for logger in self.trainer.loggers:
+                if isinstance(logger, WandbLogger) and logger.reused_run_id:
+                    rank_zero_warn(
+                        f"[mt] starting a new fit (no --ckpt_path) in {logger.save_dir}, which "
+                        f"holds the W&B run id {logger.version} of an earlier run: it will log "
+                        "into that W&B run. Pass --ckpt_path last to resume it, or use another "
+                        f"save_dir (or delete {Path(str(logger.save_dir)) / RUN_ID_FILE}) for a "
+                        "new W&B run."
+                    )
+        _check_if_file(ckpt_path)
+
+    before_fit = before_validate = before_test = before_predict = _check_ckpt_path
+
+
+def _check_if_file(ckpt_path: Any) -> None:
+    """check_checkpoint_file for a local --ckpt_path (not ``last``/``best``/``hpc``/a URL)."""
+    if isinstance(ckpt_path, str | os.PathLike) and str(ckpt_path) not in {"last", "best", "hpc"}:
+        if "://" not in str(ckpt_path):
+            check_checkpoint_file(ckpt_path)
+
 
 def main(args: list[str] | None = None) -> Any:
-    return MTCLI(
-        Seq2SeqModule,
-        TranslationDataModule,
-        subclass_mode_model=True,
-        trainer_defaults={
-            "logger": {"class_path": "mt.cli.WandbLogger"},
-            # The data module shards its token-budget batches over ranks itself.
-            "use_distributed_sampler": False,
-        },
-        save_config_kwargs={"overwrite": True},
-        args=args,
-        auto_configure_optimizers=False,
-    )
+    # The data module restores the position inside the epoch (TranslationDataModule.state_dict),
+    # which Lightning's check for a resumable *data loader* does not see.
+    warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before")
+    try:
+        return MTCLI(
+            Seq2SeqModule,
+            TranslationDataModule,
+            subclass_mode_model=True,
+            trainer_defaults={
+                "logger": {"class_path": "mt.cli.WandbLogger"},
+                # The data module shards its token-budget batches over ranks itself.
+                "use_distributed_sampler": False,
+                # Persistent: batch randomness that a resumed run reproduces exactly.
+                "callbacks": [StepSeededRNG()],
+            },
+            save_config_kwargs={"overwrite": True},
+            args=args,
+            auto_configure_optimizers=False,
+        )
+    except CheckpointError as err:
+        print(f"mt: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from typing import Any, Literal
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -361,6 +361,12 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
         order = np.lexsort((indices, tgt_len, src_len, size))
         self._batches = _balance(_cut(indices[order], size[order], max_tokens), num_replicas)
 
+    @property
+    def sampler(self) -> TokenBudgetBatchSampler:
+        """The sampler itself: Lightning calls ``set_epoch`` on ``batch_sampler.sampler`` (not on
+        the batch sampler) at the start of every epoch, which is what reshuffles the batches."""
+        return self
+
     def set_epoch(self, epoch: int) -> None:
         if epoch != self.epoch:
             self.epoch, self._position, self._resume_at = epoch, 0, 0
@@ -624,12 +630,65 @@ class TranslationDataModule(L.LightningDataModule):
             pad_to_multiple=self.pad_to_multiple,
         )
 
+    # -- resume ------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the training epoch stands, saved by Lightning in every checkpoint.
+
+        ``position`` is the number of training batches the *trainer* has finished in the current
+        epoch (the data loader's workers may have fetched more), counted as Lightning counts them
+        when it restores its own loop progress: a checkpoint written at the end of a training batch
+        (``ModelCheckpoint(every_n_train_steps=...)``) counts that batch as done. An epoch that is
+        complete is saved as the start of the next one.
+        """
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or self._train_sampler is None:
+            return {}
+        progress = trainer.fit_loop.epoch_loop.batch_progress.current
+        position = progress.completed
+        if progress.ready == progress.started == progress.processed == progress.completed + 1:
+            position += 1  # saved in on_train_batch_end: Lightning restores this batch as done
+        epoch = trainer.current_epoch
+        if position >= min(len(self._train_sampler), trainer.num_training_batches):
+            epoch, position = epoch + 1, 0
+        return {
+            "train_sampler": {"epoch": epoch, "position": position, "seed": self.seed},
+            "num_replicas": self._train_sampler.num_replicas,
+            "batches_per_replica": len(self._train_sampler),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Resume: the next training loader starts at the saved epoch and position."""
+        if "train_sampler" not in state_dict:
+            return
+        self._sampler_state = {
+            **state_dict["train_sampler"],
+            "num_replicas": state_dict["num_replicas"],
+            "batches_per_replica": state_dict["batches_per_replica"],
+        }
+
+    def _restore_train_sampler(self, sampler: TokenBudgetBatchSampler) -> None:
+        assert self._sampler_state is not None
+        state, self._sampler_state = dict(self._sampler_state), None
+        replicas = int(state.pop("num_replicas"))
+        per_replica = int(state.pop("batches_per_replica"))
+        if (replicas, per_replica) != (sampler.num_replicas, len(sampler)):
+            # Another world size or batching: the batches are cut differently, so only an
+            # approximate position in the epoch can be kept.
+            done = state["position"] / max(per_replica, 1)
+            state["position"] = min(round(done * len(sampler)), len(sampler))
+            rank_zero_warn(
+                f"[mt] resuming with {sampler.num_replicas} processes x {len(sampler)} batches per "
+                f"epoch, saved with {replicas} x {per_replica}: the interrupted epoch goes on from "
+                "about the same fraction, so a few sentences of it may be seen twice or not at all"
+            )
+        sampler.load_state_dict(state)
+
     def _loader(self, stage: str) -> DataLoader:
         sampler = self.batch_sampler(stage)
         if stage == "train":
             if self._sampler_state is not None:
-                sampler.load_state_dict(self._sampler_state)
-                self._sampler_state = None
+                self._restore_train_sampler(sampler)
             self._train_sampler = sampler
         return DataLoader(
             self.datasets[stage],
