@@ -29,8 +29,10 @@ from mt.cluster import (
     install_atomic_checkpoint_io,
     latest_checkpoint,
 )
+from mt.corpora import DataError
 from mt.data import TranslationDataModule
 from mt.module import CheckpointError, Seq2SeqModule
+from mt.tokenizer import TokenizerError
 
 RUN_ID_FILE = "wandb_run_id"
 
@@ -191,7 +193,9 @@ def main(args: list[str] | None = None) -> Any:
             args=args,
             auto_configure_optimizers=False,
         )
-    except CheckpointError as err:
+    except (CheckpointError, DataError, TokenizerError) as err:
+        # Bad input (a missing or malformed corpus file, an unusable vocabulary size, a bad
+        # checkpoint): the message names the file/line/option; a traceback would add nothing.
         print(f"mt: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
 

@@ -119,3 +119,13 @@ def test_fit_then_validate_then_translate_from_checkpoint_alone(
     assert isinstance(loaded.tokenizer.decode(tokens)[0], str)
     again = load_checkpoint(last)
     assert torch.equal(next(again.parameters()), next(loaded.parameters()))
+
+
+def test_missing_corpus_is_one_line_error(tmp_path: Path) -> None:
+    proc = mt(
+        "fit", "--config", "configs/transformer-small.yaml", "--data.data_dir", str(tmp_path / "nowhere"),
+        "--trainer.logger", "false", check=False,
+    )
+    assert proc.returncode == 2
+    assert "nowhere/train.de: no such file" in proc.stderr and "download_data.py" in proc.stderr
+    assert "Traceback" not in proc.stderr
