@@ -19,7 +19,7 @@ import math
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -29,16 +29,12 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
 from mt.data import Batch
+from mt.search import DecoderState as State
+from mt.search import beam_search, greedy_search
 from mt.tokenizer import PAD_ID, Tokenizer
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], Optimizer]
 SchedulerFactory = Callable[[Optimizer], LRScheduler]
-
-
-class State(Protocol):
-    """What `encode` returns and `decode_step` carries from step to step."""
-
-    def index_select(self, indices: Tensor) -> State: ...
 
 
 class CheckpointError(RuntimeError):
@@ -201,8 +197,6 @@ class Seq2SeqModule(L.LightningModule):
     @torch.no_grad()
     def generate(self, src: Tensor, src_pad_mask: Tensor) -> list[list[int]]:
         """Best hypothesis of every row with the module's search settings."""
-        from mt.search import beam_search, greedy_search
-
         if self.beam_size == 1:
             hyps = greedy_search(self, src, src_pad_mask, self.max_len_a, self.max_len_b)
         else:
