@@ -46,7 +46,7 @@ __all__ = [
     "MULTI30K_URL",
     "DataError",
     "FetchReport",
-    "count_lines",
+    "check_text_file",
     "fetch_corpus",
     "fetch_iwslt17",
     "fetch_multi30k",
@@ -179,15 +179,30 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def count_lines(path: Path) -> int:
-    """Number of lines in ``path`` (a last line without a trailing newline still counts)."""
-    lines = 0
-    last = b"\n"
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(_CHUNK), b""):
-            lines += chunk.count(b"\n")
-            last = chunk[-1:]
-    return lines + (0 if last == b"\n" else 1)
+def check_text_file(path: str | os.PathLike, chunk: int = 1 << 22) -> int:
+    """Count the lines of a file and check that it is valid UTF-8, in one pass.
+
+    Raises:
+        DataError: naming the file and the 1-based line of the first invalid byte.
+    """
+    n, rest = 0, b""
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(chunk)
+            data = rest + block
+            # Decode whole lines only, so that a character split between two reads is no error.
+            cut = len(data) if not block else data.rfind(b"\n") + 1
+            part, rest = data[:cut], data[cut:]
+            try:
+                part.decode("utf-8")
+            except UnicodeDecodeError as err:
+                line = n + part[: err.start].count(b"\n") + 1
+                raise DataError(
+                    f"{path}:{line}: invalid UTF-8 (byte {part[err.start]:#04x})"
+                ) from None
+            n += part.count(b"\n")
+            if not block:
+                return n + (len(part) > 0 and not part.endswith(b"\n"))
 
 
 def mirror_from_env() -> Path | None:
@@ -316,7 +331,7 @@ def _check_parallel(paths: Sequence[Path]) -> None:
     """Raise :class:`DataError` unless every file in ``paths`` has the same number of lines."""
     if len(paths) < 2:
         return
-    counts = [(path, count_lines(path)) for path in paths]
+    counts = [(path, check_text_file(path)) for path in paths]
     first_path, first_count = counts[0]
     for path, count in counts[1:]:
         if count != first_count:

@@ -34,14 +34,13 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from mt.corpora import DataError
+from mt.corpora import DataError, check_text_file, sha256_file
 from mt.tokenizer import (
     BOS_ID,
     EOS_ID,
     PAD_ID,
     Tokenizer,
     TokenizerError,
-    file_sha256,
     tokenizer_cache_key,
     train_tokenizer,
 )
@@ -69,32 +68,6 @@ def iter_lines(path: str | os.PathLike) -> Iterator[str]:
                     f"{path}:{lineno}: invalid UTF-8 (byte {err.object[err.start]:#04x} at "
                     f"column {err.start + 1})"
                 ) from None
-
-
-def check_text_file(path: str | os.PathLike, chunk: int = 1 << 22) -> int:
-    """Count the lines of a file and check that it is valid UTF-8, in one pass.
-
-    Raises:
-        DataError: naming the file and the 1-based line of the first invalid byte.
-    """
-    n, rest = 0, b""
-    with open(path, "rb") as f:
-        while True:
-            block = f.read(chunk)
-            data = rest + block
-            # Decode whole lines only, so that a character split between two reads is no error.
-            cut = len(data) if not block else data.rfind(b"\n") + 1
-            part, rest = data[:cut], data[cut:]
-            try:
-                part.decode("utf-8")
-            except UnicodeDecodeError as err:
-                line = n + part[: err.start].count(b"\n") + 1
-                raise DataError(
-                    f"{path}:{line}: invalid UTF-8 (byte {part[err.start]:#04x})"
-                ) from None
-            n += part.count(b"\n")
-            if not block:
-                return n + (len(part) > 0 and not part.endswith(b"\n"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -529,7 +502,7 @@ class TranslationDataModule(L.LightningDataModule):
 
     def _hash(self, path: Path) -> str:
         if path not in self._file_hashes:
-            self._file_hashes[path] = file_sha256(path)
+            self._file_hashes[path] = sha256_file(path)
         return self._file_hashes[path]
 
     # -- cache ------------------------------------------------------------------------------

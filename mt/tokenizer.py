@@ -20,6 +20,8 @@ from typing import Literal
 
 import sentencepiece as spm
 
+from mt.corpora import sha256_file
+
 PAD_ID = 0
 UNK_ID = 1
 BOS_ID = 2
@@ -154,14 +156,6 @@ def tokenizer_cache_key(
     """A key that changes when the training files' content or the settings change."""
     h = hashlib.sha256()
     for f in files:
-        h.update(file_sha256(f).encode())
+        h.update(sha256_file(Path(f)).encode())
     h.update(f"{vocab_size}|{model_type}|{character_coverage}|spm{spm.__version__}".encode())
     return h.hexdigest()[:16]
-
-
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
