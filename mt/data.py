@@ -508,8 +508,8 @@ class TranslationDataModule(L.LightningDataModule):
     # -- cache ------------------------------------------------------------------------------
 
     def _tokenizer_dir(self) -> Path:
-        files = self.files("train")
-        key = tokenizer_cache_key(files, self.vocab_size, self.tokenizer_type, 0.9995)
+        digests = [self._hash(f) for f in self.files("train")]
+        key = tokenizer_cache_key(digests, self.vocab_size, self.tokenizer_type, 0.9995)
         return self.cache_dir / f"spm-{key}"
 
     def _corpus_dir(self, path: Path) -> Path:
@@ -543,7 +543,7 @@ class TranslationDataModule(L.LightningDataModule):
                 )
 
     def setup(self, stage: str | None = None) -> None:
-        if self.tokenizer is None or not self.datasets:
+        if self.tokenizer is None:
             self.prepare_data()  # a no-op when cached; covers use without a Trainer
         assert self.tokenizer is not None
         if self.tokenizer.vocab_size != self.vocab_size:

@@ -30,7 +30,7 @@ from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
 from mt.data import Batch
 from mt.search import DecoderState as State
-from mt.search import beam_search, greedy_search
+from mt.search import search
 from mt.tokenizer import PAD_ID, Tokenizer
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], Optimizer]
@@ -144,17 +144,20 @@ class Seq2SeqModule(L.LightningModule):
     # -- training ---------------------------------------------------------------------------
 
     def _loss(self, batch: Batch, label_smoothing: float) -> tuple[Tensor, Tensor, int]:
-        """(smoothed loss, nll) summed over non-padding target tokens, and their count."""
+        """(smoothed loss, nll) summed over non-padding target tokens, and their count.
+
+        One log-softmax serves both: smoothed loss = (1 - eps) * nll + eps * mean over the
+        vocabulary of -log p, which is what ``F.cross_entropy(label_smoothing=eps)`` computes.
+        """
         logits = self(batch.src, batch.src_pad_mask, batch.tgt_in)  # (B, T, V)
-        logits = logits.flatten(0, 1).float()
-        target = batch.tgt_out.flatten()
-        nll = F.cross_entropy(logits, target, ignore_index=PAD_ID, reduction="sum")
+        log_probs = logits.flatten(0, 1).float().log_softmax(dim=-1)  # (B*T, V)
+        target = batch.tgt_out.flatten()  # (B*T,)
+        nll = F.nll_loss(log_probs, target, ignore_index=PAD_ID, reduction="sum")
+        loss = nll
         if label_smoothing > 0:
-            loss = F.cross_entropy(
-                logits, target, ignore_index=PAD_ID, reduction="sum", label_smoothing=label_smoothing
-            )
-        else:
-            loss = nll
+            real = target != PAD_ID
+            uniform = -log_probs.mean(dim=-1)[real].sum()
+            loss = (1 - label_smoothing) * nll + label_smoothing * uniform
         return loss, nll, batch.n_tgt_tokens
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
@@ -197,22 +200,17 @@ class Seq2SeqModule(L.LightningModule):
     @torch.no_grad()
     def generate(self, src: Tensor, src_pad_mask: Tensor) -> list[list[int]]:
         """Best hypothesis of every row with the module's search settings."""
-        if self.beam_size == 1:
-            hyps = greedy_search(self, src, src_pad_mask, self.max_len_a, self.max_len_b)
-        else:
-            hyps = [
-                nbest[0]
-                for nbest in beam_search(
-                    self,
-                    src,
-                    src_pad_mask,
-                    beam_size=self.beam_size,
-                    length_penalty=self.length_penalty,
-                    max_len_a=self.max_len_a,
-                    max_len_b=self.max_len_b,
-                )
-            ]
-        return [h.tokens for h in hyps]
+        nbests = search(
+            self,
+            src,
+            src_pad_mask,
+            beam_size=self.beam_size,
+            length_penalty=self.length_penalty,
+            nbest=1,
+            max_len_a=self.max_len_a,
+            max_len_b=self.max_len_b,
+        )
+        return [nbest[0].tokens for nbest in nbests]
 
     def _eval_step(self, batch: Batch, split: str) -> None:
         loss, nll, n_tokens = self._loss(batch, 0.0)
@@ -247,8 +245,10 @@ class Seq2SeqModule(L.LightningModule):
             "hyps": hyps,
             "refs": refs,
         }
-        if not getattr(self, "_signature_logged", False) and self.trainer.is_global_zero:
+        first = not getattr(self, "_signature_logged", False) and not self.trainer.sanity_checking
+        if first and self.trainer.is_global_zero:
             self.print(f"[mt] {split}: {scores.bleu_detail}  ({scores.bleu_signature})")
+        if first:
             self._signature_logged = True
         self._eval_outputs = []
 
@@ -283,8 +283,17 @@ class Seq2SeqModule(L.LightningModule):
         checkpoint["mt_class"] = f"{type(self).__module__}.{type(self).__qualname__}"
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if "mt_tokenizer" in checkpoint:
-            self.tokenizer = Tokenizer(checkpoint["mt_tokenizer"])
+        if "mt_tokenizer" not in checkpoint:
+            return
+        saved = Tokenizer(checkpoint["mt_tokenizer"])
+        # Lightning runs setup() (which takes the data module's tokenizer) before it restores a
+        # --ckpt_path checkpoint: the two must be the same sentencepiece model.
+        if self.tokenizer is not None and self.tokenizer.fingerprint != saved.fingerprint:
+            raise ValueError(
+                "the checkpoint's sentencepiece model differs from the data module's: the model "
+                "would read the wrong subwords (different data or data.vocab_size/tokenizer_type?)"
+            )
+        self.tokenizer = saved
 
     @classmethod
     def load_from_checkpoint(  # type: ignore[override]

@@ -20,8 +20,6 @@ from typing import Literal
 
 import sentencepiece as spm
 
-from mt.corpora import sha256_file
-
 PAD_ID = 0
 UNK_ID = 1
 BOS_ID = 2
@@ -151,11 +149,12 @@ def train_tokenizer(
 
 
 def tokenizer_cache_key(
-    files: Iterable[str | os.PathLike], vocab_size: int, model_type: str, character_coverage: float
+    file_digests: Iterable[str], vocab_size: int, model_type: str, character_coverage: float
 ) -> str:
-    """A key that changes when the training files' content or the settings change."""
+    """A key that changes when the training files' content (their sha256 digests, see
+    ``mt.corpora.sha256_file``) or the settings change."""
     h = hashlib.sha256()
-    for f in files:
-        h.update(sha256_file(Path(f)).encode())
+    for digest in file_digests:
+        h.update(digest.encode())
     h.update(f"{vocab_size}|{model_type}|{character_coverage}|spm{spm.__version__}".encode())
     return h.hexdigest()[:16]

@@ -13,6 +13,7 @@ Everything goes under runs/demo/; each step prints the command it runs.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import shutil
 import subprocess
@@ -55,6 +56,9 @@ def overlay(out_dir: Path, name: str) -> Path:
         mode: max
         save_last: true
     - class_path: mt.throughput.ThroughputMonitor
+      init_args:
+        warmup_steps: 10
+        log_every_n_steps: 10
     - class_path: mt.reporting.EvalReport
 """,
         encoding="utf-8",
@@ -78,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     sample = out / "sample.de"
     out.mkdir(parents=True, exist_ok=True)
     with open(data / "test_2016_flickr.de", encoding="utf-8") as f:
-        sample.write_text("".join(next(f) for _ in range(args.sample_lines)), encoding="utf-8")
+        sample.write_text("".join(itertools.islice(f, args.sample_lines)), encoding="utf-8")
 
     seconds = max(10, int(args.minutes * 60))
     max_time = f"00:{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"

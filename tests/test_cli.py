@@ -129,3 +129,19 @@ def test_missing_corpus_is_one_line_error(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "nowhere/train.de: no such file" in proc.stderr and "download_data.py" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_checkpoint_with_another_tokenizer_is_refused(tiny_corpus: Path, tmp_path: Path) -> None:
+    """`--ckpt_path` restores after setup() took the data's tokenizer: a different sentencepiece
+    model in the checkpoint (same vocab_size) must be an error, not silently swapped in."""
+    from mt.tokenizer import train_tokenizer
+    from mt.transformer import TransformerSeq2Seq
+
+    files = [tiny_corpus / "train.de", tiny_corpus / "train.en"]
+    data_tok = train_tokenizer(files, vocab_size=300)
+    other_tok = train_tokenizer(files, vocab_size=300, model_type="bpe")
+    model = TransformerSeq2Seq(vocab_size=300, d_model=16, n_heads=2, encoder_layers=1, decoder_layers=1, ffn_dim=32)
+    model.tokenizer = data_tok
+    model.on_load_checkpoint({"mt_tokenizer": data_tok.model_proto})  # the same model: fine
+    with pytest.raises(ValueError, match="sentencepiece model differs"):
+        model.on_load_checkpoint({"mt_tokenizer": other_tok.model_proto})
