@@ -45,7 +45,7 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
-from mt.evaluate_cli import InputError, read_lines
+from mt.evaluate_cli import InputError, add_bucket_options, add_decoding_options, read_lines
 from mt.evaluation import (
     DEFAULT_EDGES,
     DEFAULT_N_BOOTSTRAP,
@@ -795,14 +795,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--src", required=True, type=Path, help="source sentences, one per line")
     p.add_argument("--ref", required=True, type=Path, help="references, one per line")
     p.add_argument("--out", required=True, type=Path, help="output folder of the report")
-    p.add_argument("--beam-size", type=int, default=5, help="(default: %(default)s)")
-    p.add_argument("--length-penalty", type=float, default=1.0, help="(default: %(default)s)")
-    p.add_argument(
-        "--max-tokens",
-        type=int,
-        default=4096,
-        help="decoding batch budget in source subwords (default: %(default)s)",
-    )
+    add_decoding_options(p)
     p.add_argument(
         "--stress-k",
         type=int,
@@ -811,22 +804,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="K",
         help="stress sets: K consecutive sentences joined (default: %(default)s)",
     )
-    p.add_argument(
-        "--bucket-edges",
-        type=int,
-        nargs="+",
-        default=list(DEFAULT_EDGES),
-        metavar="N",
-        help="inclusive upper bounds of the source-length buckets (default: %(default)s)",
-    )
-    p.add_argument(
-        "--n-bootstrap",
-        type=int,
-        default=DEFAULT_N_BOOTSTRAP,
-        help="bootstrap resamples (default: %(default)s)",
-    )
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="(default: %(default)s)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    add_bucket_options(p)
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     return p
 

@@ -84,6 +84,50 @@ def read_lines(path: str | Path) -> list[str]:
     return lines
 
 
+def add_bucket_options(group: Any) -> None:
+    """``--bucket-edges``, ``--n-bootstrap``, ``--seed``: shared with scripts/compare.py."""
+    group.add_argument(
+        "--bucket-edges",
+        type=int,
+        nargs="+",
+        default=list(DEFAULT_EDGES),
+        metavar="N",
+        help="inclusive upper bounds of the source-length buckets (default: %(default)s)",
+    )
+    group.add_argument(
+        "--n-bootstrap",
+        type=int,
+        default=DEFAULT_N_BOOTSTRAP,
+        help="bootstrap resamples for confidence intervals (default: %(default)s)",
+    )
+    group.add_argument(
+        "--seed", type=int, default=DEFAULT_SEED, help="bootstrap seed (default: %(default)s)"
+    )
+
+
+def add_decoding_options(group: Any) -> None:
+    """``--beam-size``, ``--length-penalty``, ``--max-tokens``, ``--device``: shared with
+    scripts/compare.py."""
+    group.add_argument(
+        "--beam-size", type=int, default=5, help="beam size; 1 = greedy (default: %(default)s)"
+    )
+    group.add_argument(
+        "--length-penalty",
+        type=float,
+        default=1.0,
+        help="GNMT length penalty alpha (default: %(default)s)",
+    )
+    group.add_argument(
+        "--max-tokens",
+        type=int,
+        default=4096,
+        help="decoding batch budget in source subwords, padding counted (default: %(default)s)",
+    )
+    group.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], default="auto", help="(default: auto)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Argument parser for scripts/evaluate.py."""
     parser = argparse.ArgumentParser(
@@ -96,23 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument(
         "--src", type=Path, help="source sentences; enables the source-length bucket table"
     )
-    score.add_argument(
-        "--bucket-edges",
-        type=int,
-        nargs="+",
-        default=list(DEFAULT_EDGES),
-        metavar="N",
-        help="inclusive upper bounds of the source-length buckets (default: %(default)s)",
-    )
-    score.add_argument(
-        "--n-bootstrap",
-        type=int,
-        default=DEFAULT_N_BOOTSTRAP,
-        help="bootstrap resamples for bucket confidence intervals (default: %(default)s)",
-    )
-    score.add_argument(
-        "--seed", type=int, default=DEFAULT_SEED, help="bootstrap seed (default: %(default)s)"
-    )
+    add_bucket_options(score)
     score.add_argument("--json", type=Path, metavar="OUT", help="also write all results here")
 
     translate = parser.add_argument_group(
@@ -122,24 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     translate.add_argument(
         "--checkpoint", type=Path, help="model checkpoint to translate --src with"
     )
-    translate.add_argument(
-        "--beam-size", type=int, default=5, help="beam size; 1 = greedy (default: %(default)s)"
-    )
-    translate.add_argument(
-        "--length-penalty",
-        type=float,
-        default=1.0,
-        help="GNMT length penalty alpha (default: %(default)s)",
-    )
-    translate.add_argument(
-        "--max-tokens",
-        type=int,
-        default=4096,
-        help="decoding batch budget in source subwords, padding counted (default: %(default)s)",
-    )
-    translate.add_argument(
-        "--device", choices=["auto", "cpu", "cuda"], default="auto", help="(default: auto)"
-    )
+    add_decoding_options(translate)
     translate.add_argument(
         "--save-hyp", type=Path, metavar="OUT", help="also write the translations to this file"
     )
