@@ -762,7 +762,7 @@ class NoEOS(nn.Module):
     def decode_step(self, prev_tokens: Tensor, state: Any) -> tuple[Tensor, Any]:
         log_probs, state = self.model.decode_step(prev_tokens, state)
         eos = torch.tensor([EOS_ID], device=log_probs.device)
-        return log_probs.index_fill(1, eos, float("-inf")), state
+        return log_probs.index_fill_(1, eos, float("-inf")), state
 
 
 def _ours(model: Seq2SeqModule, beam: int) -> Callable[[DecodeBatch], list[list[int]]]:

@@ -7,7 +7,9 @@ The search knows nothing about the architecture. A model provides::
     State.index_select(indices (B',)) -> State
 
 ``decode_step`` is incremental: the first call receives BOS for every row and the state keeps
-track of the position. Every time step makes exactly one ``decode_step`` call for all active rows
+track of the position. A state and a step's log-probabilities are used once, before the next
+``decode_step``/``index_select`` (models may reuse their buffers; the search also overwrites the
+log-probabilities in place). Every time step makes exactly one ``decode_step`` call for all active rows
 (sentences x beams); rows whose sentence is finished are dropped from the state with
 ``index_select``, so a batch with one long sentence stops paying for the short ones.
 
@@ -107,10 +109,13 @@ def max_output_lengths(src_pad_mask: Tensor, max_len_a: float, max_len_b: float)
 
 
 def _prepare_log_probs(log_probs: Tensor) -> Tensor:
-    """Float32 copy with PAD and BOS made impossible.  (R, V) -> (R, V)."""
+    """Float32, with PAD and BOS made impossible.  (R, V) -> (R, V).
+
+    Works in place on a float32 input: the search owns the tensor ``decode_step`` returned.
+    """
     log_probs = log_probs.float()
     banned = torch.tensor([PAD_ID, BOS_ID], device=log_probs.device)
-    return log_probs.index_fill(1, banned, _NEG_INF)
+    return log_probs.index_fill_(1, banned, _NEG_INF)
 
 
 @torch.no_grad()
@@ -196,7 +201,9 @@ def beam_search(
 ) -> list[list[Hypothesis]]:
     """Batched beam search over all sentences and beams at once (rows = sentences x K).
 
-    At every step each sentence ranks its K x V continuations and keeps the 2K best. An EOS
+    At every step each sentence ranks its K x V continuations and keeps the 2K best (found
+    among the 2K best of each beam, which must contain them: a K x 2K ranking instead of K x V
+    per sentence). An EOS
     candidate among the K best of those is finished and set aside; the K best non-EOS candidates
     (there are always at least K: each beam has a single EOS continuation) stay active. A
     continuation that reaches the maximum length is finished without EOS and ends the sentence.
@@ -253,11 +260,12 @@ def beam_search(
         n = sent.numel()
         log_probs, state = model.decode_step(prev, state)
         log_probs = _prepare_log_probs(log_probs)  # (N*K, V)
-        vocab = log_probs.size(1)
-        cand = (scores.unsqueeze(2) + log_probs.view(n, k, vocab)).view(n, k * vocab)  # (N, K*V)
+        width = min(2 * k, log_probs.size(1))  # C candidates per beam
+        beam_log_probs, beam_token = log_probs.topk(width, dim=1)  # (N*K, C)
+        cand = (scores.unsqueeze(2) + beam_log_probs.view(n, k, width)).view(n, k * width)
         top_scores, top_index = cand.topk(2 * k, dim=1)  # (N, 2K), sorted best first
-        top_beam = top_index // vocab  # (N, 2K)
-        top_token = top_index % vocab  # (N, 2K)
+        top_beam = top_index // width  # (N, 2K)
+        top_token = beam_token.view(n, k * width).gather(1, top_index)  # (N, 2K)
         is_eos = top_token == EOS_ID  # (N, 2K)
         eos_final = is_eos & (candidate_rank < k) & torch.isfinite(top_scores)  # (N, 2K)
 

@@ -25,11 +25,22 @@ targets are right-padded, so under the causal mask a real position never sees a 
 
 Incremental decoding. ``encode`` computes every decoder layer's cross-attention keys/values of the
 encoder memory once and puts them in a ``TransformerState``, which both ``decode`` (teacher forcing)
-and ``decode_step`` read. The self-attention cache holds, per decoder layer, the keys/values of all
-previous target positions and grows by concatenation: each step appends one position, which copies
-the cache, O(t) like the attention of that step, and keeps ``index_select`` (beam reordering) and
-dropping finished rows trivial; no maximum length is fixed in advance. ``decode_step`` never
-modifies the state it is given: it returns a new one.
+and ``decode_step`` read. Two things keep beam search cheap (both measured in
+``benchmarks/results/decode-cpu.json``):
+
+* The memory is stored once per source sentence, not once per beam: the state's rows (sentences x
+  beams) come in groups of ``group`` consecutive rows that read the same memory row, and the
+  cross-attention runs the ``group`` queries of a sentence against its one copy of the memory.
+  Reordering beams within their sentences therefore never touches the memory.
+* The self-attention keys/values of the positions decoded so far live in one preallocated buffer
+  (``SelfAttentionCache``), position-major: a step writes its keys/values at position t in place
+  instead of concatenating (which would copy the whole history), and a beam reorder copies the
+  history once, with a single ``index_select`` for all layers, into a second buffer.
+
+Because the buffer is shared, a state is *consumed* by ``decode_step`` and ``index_select``: only
+the newest state of a decoding may be used, and using an older one raises an error instead of
+reading overwritten keys. States at step 0 (what ``encode`` returns, or its ``index_select``) hold
+no buffer and may be reused freely.
 """
 
 from __future__ import annotations
@@ -48,6 +59,8 @@ from mt.tokenizer import PAD_ID
 __all__ = ["TransformerSeq2Seq", "TransformerState", "sinusoidal_positions"]
 
 KeyValue = tuple[Tensor, Tensor]  # keys and values, each (B, H, length, Dh)
+# One decoder layer's slice of the self-attention cache: keys and values, each (capacity, B, H, Dh).
+KeyValueBuffer = tuple[Tensor, Tensor]
 
 
 # -- positions and masks -------------------------------------------------------------------------
@@ -128,25 +141,34 @@ class SelfAttention(nn.Module):
         x: Tensor,
         attn_mask: Tensor | None = None,
         is_causal: bool = False,
-        cache: KeyValue | None = None,
-    ) -> tuple[Tensor, KeyValue]:
-        """Attend over ``x`` itself (and the cached previous positions).
+        cache: KeyValueBuffer | None = None,
+        position: int = 0,
+    ) -> Tensor:
+        """Attend over ``x`` itself, or (incremental decoding) over the cached positions.
 
         Args:
             x: (B, T, D).
             attn_mask: boolean SDPA mask, True = attend, broadcastable to (B, H, T, T').
             is_causal: causal mask over ``x`` (teacher forcing; not with ``cache``).
-            cache: keys/values of the previous positions, each (B, H, t, Dh); the new positions
-                attend to all of them (incremental decoding: T = 1).
+            cache: incremental decoding (T = 1): key and value buffers, each (capacity, B, H, Dh),
+                holding positions ``0 .. position - 1``; this position's key/value is written
+                at ``position`` in place and the query attends to positions ``0 .. position``.
+            position: t, the position of ``x`` (with ``cache`` only).
 
         Returns:
-            (B, T, D) output and the keys/values of all positions, each (B, H, t + T, Dh).
+            (B, T, D).
         """
+        batch, length, _ = x.shape
         q, k, v = self.qkv(x).chunk(3, dim=-1)  # 3 x (B, T, D)
-        q, k, v = (split_heads(t, self.n_heads) for t in (q, k, v))  # 3 x (B, H, T, Dh)
-        if cache is not None:
-            k = torch.cat([cache[0], k], dim=2)  # (B, H, t + T, Dh)
-            v = torch.cat([cache[1], v], dim=2)  # (B, H, t + T, Dh)
+        q = split_heads(q, self.n_heads)  # (B, H, T, Dh)
+        if cache is None:
+            k, v = split_heads(k, self.n_heads), split_heads(v, self.n_heads)  # (B, H, T, Dh)
+        else:
+            k_buf, v_buf = cache  # (capacity, B, H, Dh)
+            k_buf[position].copy_(k.view(batch, self.n_heads, -1))  # (B, H, Dh)
+            v_buf[position].copy_(v.view(batch, self.n_heads, -1))
+            k = k_buf[: position + 1].permute(1, 2, 0, 3)  # (B, H, t + 1, Dh), a strided view
+            v = v_buf[: position + 1].permute(1, 2, 0, 3)
         y = F.scaled_dot_product_attention(
             q,
             k,
@@ -155,7 +177,7 @@ class SelfAttention(nn.Module):
             dropout_p=self.attention_dropout if self.training else 0.0,
             is_causal=is_causal,
         )  # (B, H, T, Dh)
-        return self.out(merge_heads(y)), (k, v)  # (B, T, D)
+        return self.out(merge_heads(y))  # (B, T, D)
 
 
 class CrossAttention(nn.Module):
@@ -184,17 +206,33 @@ class CrossAttention(nn.Module):
         k, v = self.kv(memory).chunk(2, dim=-1)  # 2 x (B, S, D)
         return split_heads(k, self.n_heads), split_heads(v, self.n_heads)
 
-    def forward(self, x: Tensor, memory_kv: KeyValue, memory_mask: Tensor) -> Tensor:
-        """(B, T, D) queries, memory keys/values (B, H, S, Dh), (B, 1, 1, S) mask -> (B, T, D)."""
-        q = split_heads(self.q(x), self.n_heads)  # (B, H, T, Dh)
+    def forward(
+        self, x: Tensor, memory_kv: KeyValue, memory_mask: Tensor, group: int = 1
+    ) -> Tensor:
+        """Attend from the target positions to the encoder memory.
+
+        Args:
+            x: (B, T, D) queries; B = M * group.
+            memory_kv: memory keys/values, each (M, H, S, Dh).
+            memory_mask: (M, 1, 1, S) SDPA mask of the memory.
+            group: consecutive rows of ``x`` that read the same memory row (the beams of a
+                sentence): rows ``m * group .. (m + 1) * group - 1`` read memory row m. Their
+                queries are attended together, as ``group * T`` queries of one sentence.
+
+        Returns:
+            (B, T, D).
+        """
+        batch, length, width = x.shape
+        q = self.q(x).view(batch // group, group * length, width)  # (M, group * T, D)
+        q = split_heads(q, self.n_heads)  # (M, H, group * T, Dh)
         y = F.scaled_dot_product_attention(
             q,
             memory_kv[0],
             memory_kv[1],
             attn_mask=memory_mask,
             dropout_p=self.attention_dropout if self.training else 0.0,
-        )  # (B, H, T, Dh)
-        return self.out(merge_heads(y))  # (B, T, D)
+        )  # (M, H, group * T, Dh)
+        return self.out(merge_heads(y).view(batch, length, width))  # (B, T, D)
 
 
 class FeedForward(nn.Module):
@@ -272,7 +310,7 @@ class EncoderLayer(_Block):
 
     def forward(self, x: Tensor, src_mask: Tensor) -> Tensor:
         """(B, S, D), (B, 1, 1, S) SDPA mask -> (B, S, D)."""
-        y, _ = self.self_attn(self._sublayer_in(x, self.norm1), attn_mask=src_mask)
+        y = self.self_attn(self._sublayer_in(x, self.norm1), attn_mask=src_mask)
         x = self._sublayer_out(x, y, self.norm1)
         y = self.ffn(self._sublayer_in(x, self.norm2))
         return self._sublayer_out(x, y, self.norm2)
@@ -306,77 +344,201 @@ class DecoderLayer(_Block):
         x: Tensor,
         memory_kv: KeyValue,
         memory_mask: Tensor,
-        cache: KeyValue | None = None,
-    ) -> tuple[Tensor, KeyValue]:
+        group: int = 1,
+        cache: KeyValueBuffer | None = None,
+        position: int = 0,
+    ) -> Tensor:
         """One decoder layer.
 
         Args:
-            x: (B, T, D) target positions.
-            memory_kv: this layer's cross-attention keys/values, each (B, H, S, Dh).
-            memory_mask: (B, 1, 1, S) SDPA mask of the source.
-            cache: self-attention keys/values of the previous positions (incremental decoding,
-                T = 1); None for teacher forcing (causal over ``x``).
+            x: (B, T, D) target positions, B = M * group.
+            memory_kv: this layer's cross-attention keys/values, each (M, H, S, Dh).
+            memory_mask: (M, 1, 1, S) SDPA mask of the source.
+            group: rows of ``x`` per memory row (see ``CrossAttention.forward``).
+            cache: this layer's self-attention buffers for incremental decoding (T = 1; see
+                ``SelfAttention.forward``); None for teacher forcing (causal over ``x``).
+            position: t, the position of ``x`` (with ``cache`` only).
 
         Returns:
-            (B, T, D) and the self-attention keys/values, each (B, H, t + T, Dh).
+            (B, T, D).
         """
         h = self._sublayer_in(x, self.norm1)
-        y, kv = self.self_attn(h, is_causal=cache is None, cache=cache)
+        y = self.self_attn(h, is_causal=cache is None, cache=cache, position=position)
         x = self._sublayer_out(x, y, self.norm1)
-        y = self.cross_attn(self._sublayer_in(x, self.norm2), memory_kv, memory_mask)
+        y = self.cross_attn(self._sublayer_in(x, self.norm2), memory_kv, memory_mask, group)
         x = self._sublayer_out(x, y, self.norm2)
         y = self.ffn(self._sublayer_in(x, self.norm3))
-        return self._sublayer_out(x, y, self.norm3), kv
+        return self._sublayer_out(x, y, self.norm3)
 
 
 # -- decoding state ------------------------------------------------------------------------------
 
 
+class SelfAttentionCache:
+    """Self-attention keys/values of every decoder layer for the target positions decoded so far.
+
+    One buffer of shape (capacity, R, L, 2, H, Dh): position-major, then rows, then per layer its
+    keys and values (plus ``scratch`` buffers that every step reuses). A step writes its position in place; ``reorder`` copies positions
+    ``0 .. length - 1`` of the chosen rows into a second buffer with one ``index_select`` and
+    swaps the two; the capacity doubles when a step needs more. The states of one decoding share
+    the cache; ``version`` names the only state allowed to use it (see ``TransformerState``).
+
+    Args:
+        rows: R.
+        layers, heads, head_dim: L, H, Dh of the decoder.
+        capacity: positions to allocate room for.
+        dtype, device: of the keys/values.
+    """
+
+    def __init__(
+        self,
+        rows: int,
+        layers: int,
+        heads: int,
+        head_dim: int,
+        capacity: int,
+        dtype: torch.dtype,
+        device: torch.device,
+    ) -> None:
+        self.shape = (rows, layers, 2, heads, head_dim)  # per position
+        self.buffer = torch.empty((capacity, *self.shape), dtype=dtype, device=device)
+        self.spare: Tensor | None = None  # flat storage for the next reorder
+        self.version = 0
+        self._scratch: dict[str, Tensor] = {}
+
+    def scratch(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+        """A reusable buffer of ``shape``: the same storage every step (its prefix once rows
+        have been dropped); its previous contents are overwritten by the caller."""
+        numel = math.prod(shape)
+        buffer = self._scratch.get(name)
+        if buffer is None or buffer.numel() < numel or buffer.dtype != dtype:
+            buffer = self._scratch[name] = self.buffer.new_empty(numel, dtype=dtype)
+        return buffer[:numel].view(shape)
+
+    @property
+    def capacity(self) -> int:
+        return self.buffer.size(0)
+
+    def layer(self, index: int) -> KeyValueBuffer:
+        """Layer ``index``'s key and value buffers, each (capacity, R, H, Dh) views."""
+        return self.buffer[:, :, index, 0], self.buffer[:, :, index, 1]
+
+    def ensure_capacity(self, length: int, needed: int) -> None:
+        """Grow (doubling) so that ``needed`` positions fit, keeping positions ``0 .. length - 1``."""
+        if needed <= self.capacity:
+            return
+        capacity = max(needed, 2 * self.capacity)
+        grown = self.buffer.new_empty((capacity, *self.shape))
+        grown[:length].copy_(self.buffer[:length])
+        self.buffer, self.spare = grown, None
+
+    @torch.no_grad()
+    def reorder(self, indices: Tensor, length: int) -> None:
+        """Keep rows ``indices`` (R',) of positions ``0 .. length - 1``, in that order."""
+        rows = indices.numel()
+        shape = (self.capacity, rows, *self.shape[1:])
+        numel = math.prod(shape)
+        if self.spare is None or self.spare.numel() < numel:
+            self.spare = self.buffer.new_empty(numel)
+        target = self.spare[:numel].view(shape)
+        flat = self.buffer[:length].view(length, self.shape[0], -1)  # (t, R, L * 2 * H * Dh)
+        torch.index_select(flat, 1, indices, out=target[:length].view(length, rows, -1))
+        self.spare = self.buffer.view(-1)
+        self.buffer, self.shape = target, (rows, *self.shape[1:])
+
+
 @dataclass(frozen=True)
 class TransformerState:
-    """What the decoder needs from step to step; every tensor has the batch (row) dimension first.
+    """What the decoder needs from step to step.
+
+    The state has R rows (sentences, or sentences x beams during beam search) in groups of
+    ``group`` consecutive rows that read the same source sentence: row r reads memory row
+    ``r // group`` (M = R / group memory rows).
 
     Attributes:
-        memory_pad_mask: (B, S) bool, True at source padding.
+        memory_pad_mask: (M, S) bool, True at source padding.
         cross_kv: per decoder layer, the encoder memory's cross-attention keys and values, each
-            (B, H, S, Dh); computed once in ``encode``.
-        self_kv: per decoder layer, the self-attention keys and values of the target positions
-            decoded so far, each (B, H, t, Dh); empty (t = 0) after ``encode``.
+            (M, H, S, Dh); computed once in ``encode``.
+        group: rows per memory row.
         step: t, the number of target positions decoded so far (the position of the next one).
-        memory_rows: (B,) long, the source sentence (row of ``encode``'s batch) each row reads.
+        cache: the self-attention keys/values of positions ``0 .. step - 1``; None at step 0.
+        version: the cache version this state may use (see ``SelfAttentionCache``).
     """
 
     memory_pad_mask: Tensor
     cross_kv: tuple[KeyValue, ...]
-    self_kv: tuple[KeyValue, ...]
+    group: int = 1
     step: int = 0
-    memory_rows: Tensor | None = None
+    cache: SelfAttentionCache | None = None
+    version: int = 0
+
+    @property
+    def rows(self) -> int:
+        """R, the number of rows."""
+        return self.memory_pad_mask.size(0) * self.group
+
+    def self_kv(self, layer: int) -> KeyValue:
+        """Layer ``layer``'s self-attention keys and values so far, each (R, H, t, Dh)."""
+        if self.cache is None:
+            width = self.cross_kv[layer][0]  # (M, H, S, Dh)
+            empty = width.new_empty(self.rows, width.size(1), 0, width.size(3))
+            return empty, empty
+        self.check_current()
+        k_buf, v_buf = self.cache.layer(layer)
+        return k_buf[: self.step].permute(1, 2, 0, 3), v_buf[: self.step].permute(1, 2, 0, 3)
+
+    def check_current(self) -> None:
+        """Raise unless this is the newest state of its decoding (the cache holds its keys)."""
+        if self.cache is not None and self.cache.version != self.version:
+            raise RuntimeError(
+                "this TransformerState was already passed to decode_step or index_select; its "
+                "self-attention cache has moved on. Continue from the state that call returned."
+            )
 
     def index_select(self, indices: Tensor) -> TransformerState:
-        """Rows ``indices`` (B',) of every tensor: reorder, repeat (beam expansion) or drop rows.
+        """Rows ``indices`` (R',): reorder, repeat (beam expansion) or drop rows.
 
-        Beam search reorders the beams of a sentence at every step, but every beam of a sentence
-        reads the same encoder memory: when each new row reads the same source sentence as the
-        old row at its position, the cross-attention keys/values are kept as they are instead of
-        being gathered again (that gather was about half of beam-5 decoding time on a CPU).
+        The memory is gathered only when the new rows' sentences differ from the old ones:
+        reordering the beams of each sentence, expanding every sentence into K beams
+        (``arange(M).repeat_interleave(K)``) or dropping whole sentences keep the memory of the
+        kept sentences as it is (dropping gathers only the kept sentences). Consumes the state
+        (see the module docstring).
         """
+        self.check_current()
+        memory_row = torch.div(indices, self.group, rounding_mode="floor")  # (R',)
+        # The new rows' grouping: the old one (beams reordered, sentences dropped) or R' / M
+        # (every sentence expanded into beams), the larger first; else one row per memory row.
+        rows, memory_rows = indices.numel(), self.memory_pad_mask.size(0)
+        group, sentences = 1, memory_row  # sentences: (M',) the memory rows kept
+        for candidate in sorted({self.group, rows // max(memory_rows, 1)}, reverse=True):
+            if candidate > 1 and rows % candidate == 0:
+                per_group = memory_row.view(-1, candidate)  # (M', candidate)
+                if bool((per_group == per_group[:, :1]).all()):
+                    group, sentences = candidate, per_group[:, 0]
+                    break
+        same_memory = sentences.numel() == self.memory_pad_mask.size(0) and bool(
+            torch.equal(sentences, torch.arange(sentences.numel(), device=sentences.device))
+        )
 
         def pick(kv: KeyValue) -> KeyValue:
-            return kv[0].index_select(0, indices), kv[1].index_select(0, indices)
+            return kv[0].index_select(0, sentences), kv[1].index_select(0, sentences)
 
-        rows = self.memory_rows
-        if rows is None:
-            rows = torch.arange(self.memory_pad_mask.size(0), device=indices.device)
-        new_rows = rows.index_select(0, indices)
-        same_memory = new_rows.shape == rows.shape and bool(torch.equal(new_rows, rows))
+        cache, version = self.cache, self.version
+        if cache is not None:
+            cache.reorder(indices, self.step)
+            cache.version += 1
+            version = cache.version
         return TransformerState(
             memory_pad_mask=(
-                self.memory_pad_mask if same_memory else self.memory_pad_mask.index_select(0, indices)
+                self.memory_pad_mask
+                if same_memory
+                else self.memory_pad_mask.index_select(0, sentences)
             ),
             cross_kv=self.cross_kv if same_memory else tuple(pick(kv) for kv in self.cross_kv),
-            self_kv=tuple(pick(kv) for kv in self.self_kv),
+            group=group,
             step=self.step,
-            memory_rows=new_rows,
+            cache=cache,
+            version=version,
         )
 
 
@@ -497,13 +659,9 @@ class TransformerSeq2Seq(Seq2SeqModule):
         for layer in self.encoder:
             x = layer(x, src_mask)  # (B, S, D)
         memory = self.encoder_norm(x)  # (B, S, D)
-        batch, head_dim = src.size(0), self.d_model // self.n_heads
-        empty = memory.new_zeros(batch, self.n_heads, 0, head_dim)  # (B, H, 0, Dh)
         return TransformerState(
             memory_pad_mask=src_pad_mask,
             cross_kv=tuple(layer.cross_attn.memory_kv(memory) for layer in self.decoder),
-            self_kv=tuple((empty, empty) for _ in self.decoder),
-            step=0,
         )
 
     def decode(self, tgt_in: Tensor, state: TransformerState) -> Tensor:
@@ -513,37 +671,76 @@ class TransformerSeq2Seq(Seq2SeqModule):
 
         Args:
             tgt_in: (B, T) BOS followed by the target ids, right-padded with PAD.
-            state: what ``encode`` returned.
+            state: what ``encode`` returned (or its ``index_select``: B = ``state.rows``).
 
         Returns:
             (B, T, V) logits.
         """
-        memory_mask = key_padding_to_attn_mask(state.memory_pad_mask)  # (B, 1, 1, S)
+        memory_mask = key_padding_to_attn_mask(state.memory_pad_mask)  # (M, 1, 1, S)
         x = self._embed(self.tgt_embed, tgt_in, start=0)  # (B, T, D)
         for layer, memory_kv in zip(self.decoder, state.cross_kv, strict=True):
-            x, _ = layer(x, memory_kv, memory_mask)  # (B, T, D)
+            x = layer(x, memory_kv, memory_mask, state.group)  # (B, T, D)
         return self._logits(self.decoder_norm(x))  # (B, T, V)
 
+    def _step_log_probs(self, x: Tensor, cache: SelfAttentionCache) -> Tensor:
+        """(B, D) final decoder states -> (B, V) float32 log-probabilities, in ``cache``'s buffers.
+
+        A step's logits and log-probabilities are the largest tensors of decoding; on a CPU,
+        fresh ones every step come as fresh pages from the OS (measured: 15% of beam-5 decoding
+        time), so they are written into two buffers that every step of a decoding reuses. Under
+        autocast the plain path is taken (autocast does not apply to ``out=`` calls).
+        """
+        if torch.is_autocast_enabled(x.device.type):
+            return F.log_softmax(self._logits(x).float(), dim=-1)
+        weight = self.tgt_embed.weight if self.output_proj is None else self.output_proj.weight
+        shape = (x.size(0), weight.size(0))  # (B, V)
+        logits = cache.scratch("logits", shape, weight.dtype)
+        torch.matmul(x, weight.t(), out=logits)
+        log_probs = cache.scratch("log_probs", shape, torch.float32)
+        return torch.log_softmax(logits.float(), dim=-1, out=log_probs)
+
+    @torch.no_grad()
     def decode_step(
         self, prev_tokens: Tensor, state: TransformerState
     ) -> tuple[Tensor, TransformerState]:
         """One incremental step: the next token's distribution given the previous token.
 
+        Inference only: it runs without autograd (training uses ``decode``).
+
         Args:
-            prev_tokens: (B,) the token at position ``state.step`` (BOS at the first step).
-            state: from ``encode`` or the previous ``decode_step``; not modified.
+            prev_tokens: (B,) the token at position ``state.step`` (BOS at the first step);
+                B = ``state.rows``.
+            state: from ``encode``, ``index_select`` or the previous ``decode_step``; consumed
+                (see the module docstring) unless it is at step 0.
 
         Returns:
-            (B, V) float32 log-probabilities and the state with the caches one position longer.
+            (B, V) float32 log-probabilities and the state one position further. The
+            log-probabilities are a buffer of the decoding that the next ``decode_step`` overwrites
+            (the search reads them within the step; clone them to keep them).
         """
-        memory_mask = key_padding_to_attn_mask(state.memory_pad_mask)  # (B, 1, 1, S)
-        x = self._embed(self.tgt_embed, prev_tokens[:, None], start=state.step)  # (B, 1, D)
-        self_kv = []
-        for layer, memory_kv, cache in zip(
-            self.decoder, state.cross_kv, state.self_kv, strict=True
-        ):
-            x, kv = layer(x, memory_kv, memory_mask, cache=cache)  # (B, 1, D), (B, H, t + 1, Dh)
-            self_kv.append(kv)
-        logits = self._logits(self.decoder_norm(x))[:, 0]  # (B, V)
-        log_probs = F.log_softmax(logits.float(), dim=-1)  # (B, V) float32
-        return log_probs, replace(state, self_kv=tuple(self_kv), step=state.step + 1)
+        state.check_current()
+        step, rows = state.step, prev_tokens.size(0)
+        cache = state.cache
+        if cache is None:  # the first step: a fresh cache (it doubles when full)
+            x_dtype = (
+                torch.get_autocast_dtype(prev_tokens.device.type)
+                if torch.is_autocast_enabled(prev_tokens.device.type)
+                else self.tgt_embed.weight.dtype
+            )
+            cache = SelfAttentionCache(
+                rows,
+                len(self.decoder),
+                self.n_heads,
+                self.d_model // self.n_heads,
+                capacity=16,
+                dtype=x_dtype,
+                device=prev_tokens.device,
+            )
+        cache.ensure_capacity(step, step + 1)
+        memory_mask = key_padding_to_attn_mask(state.memory_pad_mask)  # (M, 1, 1, S)
+        x = self._embed(self.tgt_embed, prev_tokens[:, None], start=step)  # (B, 1, D)
+        for index, (layer, memory_kv) in enumerate(zip(self.decoder, state.cross_kv, strict=True)):
+            x = layer(x, memory_kv, memory_mask, state.group, cache.layer(index), step)  # (B, 1, D)
+        log_probs = self._step_log_probs(self.decoder_norm(x)[:, 0], cache)  # (B, V)
+        cache.version += 1
+        return log_probs, replace(state, step=step + 1, cache=cache, version=cache.version)

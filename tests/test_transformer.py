@@ -73,7 +73,7 @@ def step_through(
             outputs = [o.index_select(0, indices) for o in outputs]
         log_probs, state = model.decode_step(tgt_in[:, t], state)
         assert state.step == t + 1
-        outputs.append(log_probs)
+        outputs.append(log_probs.clone())  # the next step reuses the buffer
     return torch.stack(outputs, dim=1), tgt_in
 
 
@@ -84,16 +84,16 @@ def test_shapes_and_dtypes() -> None:
     model = tiny_model()
     src, src_pad_mask, tgt_in, _ = make_batch(*random_batch(3))
     state = model.encode(src, src_pad_mask)
-    assert len(state.cross_kv) == len(state.self_kv) == 2
+    assert len(state.cross_kv) == 2 and state.rows == 3 and state.group == 1
     assert state.cross_kv[0][0].shape == (3, 2, src.size(1), 16)  # (B, H, S, Dh)
-    assert state.self_kv[0][0].shape == (3, 2, 0, 16)  # empty cache
+    assert state.self_kv(0)[0].shape == (3, 2, 0, 16)  # empty cache
     assert model.decode(tgt_in, state).shape == (3, tgt_in.size(1), VOCAB)
     assert model(src, src_pad_mask, tgt_in).shape == (3, tgt_in.size(1), VOCAB)
     log_probs, new_state = model.decode_step(torch.full((3,), BOS_ID), state)
     assert log_probs.shape == (3, VOCAB) and log_probs.dtype == torch.float32
     assert torch.allclose(log_probs.exp().sum(-1), torch.ones(3))
-    assert new_state.self_kv[1][1].shape == (3, 2, 1, 16)
-    assert state.step == 0 and state.self_kv[0][0].size(2) == 0  # the input state is untouched
+    assert new_state.self_kv(1)[1].shape == (3, 2, 1, 16)
+    assert state.step == 0 and state.cache is None  # a step-0 state holds no buffer
 
 
 def test_hparams_recorded_and_rebuild() -> None:
@@ -226,15 +226,20 @@ def test_decode_step_after_index_select(overrides: dict[str, Any]) -> None:
     indices = torch.tensor([2, 0, 0, 1, 2, 2])  # permute, repeat (beam expansion) and drop none
     with torch.no_grad():
         state = model.encode(src, src_pad_mask)
-        expected = F.log_softmax(model.decode(tgt_in, state).float(), dim=-1)[indices]
+        full = F.log_softmax(model.decode(tgt_in, state).float(), dim=-1)  # (3, T, V)
+        expected = full[indices]
         # Expanding right after encode, as beam search does, then reordering mid-sequence.
-        expanded = state.index_select(torch.arange(3).repeat_interleave(2))
-        assert expanded.step == 0 and expanded.memory_pad_mask.shape[0] == 6
+        beams = torch.arange(3).repeat_interleave(2)
+        expanded = state.index_select(beams)
+        assert expanded.step == 0 and expanded.rows == 6 and expanded.group == 2
+        assert expanded.memory_pad_mask.shape[0] == 3  # the memory is not copied per beam
+        beamed, _ = step_through(model, expanded, tgt_in[beams], reorder_at=3, indices=indices)
         stepped, _ = step_through(model, state, tgt_in, reorder_at=3, indices=indices)
         # Dropping rows mid-sequence (finished sentences) keeps the others unchanged.
         keep = torch.tensor([1])
         dropped, _ = step_through(model, state, tgt_in, reorder_at=2, indices=keep)
     torch.testing.assert_close(stepped, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(beamed, full[beams[indices]], atol=1e-5, rtol=0)
     torch.testing.assert_close(dropped, expected[[3]], atol=1e-5, rtol=0)
 
 
@@ -331,3 +336,69 @@ def test_beam_reorder_within_sentences_keeps_cross_attention_cache() -> None:
         )
     torch.testing.assert_close(stepped, expected[beams[within]], atol=1e-5, rtol=0)
     torch.testing.assert_close(swapped, expected[beams[[3, 4, 5, 0, 1, 2]]], atol=1e-5, rtol=0)
+
+
+def test_cache_grows_past_its_capacity_and_survives_reorders() -> None:
+    """Targets of 40 positions outgrow the initial 16-position buffer twice; beam reorders
+    before and after each growth keep every row equal to teacher forcing."""
+    model = tiny_model()
+    src, src_pad_mask, tgt_in, _ = make_batch(*random_batch(3, seed=11, min_len=39, max_len=39))
+    assert tgt_in.size(1) == 40
+    beams = torch.arange(3).repeat_interleave(2)  # 2 beams per sentence
+    reorders = {10: torch.tensor([1, 1, 2, 3, 5, 4]), 17: torch.tensor([0, 0, 3, 2, 4, 5])}
+    with torch.no_grad():
+        state = model.encode(src, src_pad_mask)
+        full = F.log_softmax(model.decode(tgt_in, state).float(), dim=-1)  # (3, T, V)
+        state = state.index_select(beams)
+        rows, tokens, outputs = beams, tgt_in[beams], []
+        for t in range(tgt_in.size(1)):
+            if t in reorders:
+                state = state.index_select(reorders[t])
+                rows, tokens = rows[reorders[t]], tokens[reorders[t]]
+                outputs = [o[reorders[t]] for o in outputs]
+            log_probs, state = model.decode_step(tokens[:, t], state)
+            outputs.append(log_probs.clone())
+        assert state.cache is not None and state.cache.capacity >= 40
+        assert state.group == 2 and state.memory_pad_mask.size(0) == 3
+    torch.testing.assert_close(torch.stack(outputs, dim=1), full[rows], atol=1e-5, rtol=0)
+
+
+def test_a_consumed_state_is_refused() -> None:
+    """decode_step and index_select reuse the cache's buffers: an older state of the same
+    decoding raises instead of reading keys that a later step overwrote. Step-0 states hold no
+    buffer and may be reused."""
+    model = tiny_model()
+    src, src_pad_mask, tgt_in, _ = make_batch(*random_batch(2, seed=12, min_len=3))
+    with torch.no_grad():
+        start = model.encode(src, src_pad_mask)
+        _, first = model.decode_step(tgt_in[:, 0], start)
+        _, again = model.decode_step(tgt_in[:, 0], start)  # step 0: allowed
+        _, second = model.decode_step(tgt_in[:, 1], first)
+        with pytest.raises(RuntimeError, match="already passed to decode_step or index_select"):
+            model.decode_step(tgt_in[:, 1], first)
+        reordered = second.index_select(torch.tensor([1, 0]))
+        with pytest.raises(RuntimeError, match="already passed"):
+            second.index_select(torch.tensor([0, 1]))
+        log_probs, _ = model.decode_step(tgt_in[[1, 0], 2], reordered)
+        expected = F.log_softmax(model.decode(tgt_in, start).float(), dim=-1)[[1, 0], 2]
+    assert again.cache is not first.cache
+    torch.testing.assert_close(log_probs, expected, atol=1e-5, rtol=0)
+
+
+def test_dropping_sentences_keeps_the_beam_grouping() -> None:
+    """Beam search drops finished sentences with all their beams: the state stays grouped by
+    sentence and only the kept sentences' memory is gathered."""
+    model = tiny_model()
+    src, src_pad_mask, tgt_in, _ = make_batch(*random_batch(3, seed=13, min_len=4, max_len=6))
+    beams = torch.arange(3).repeat_interleave(2)
+    with torch.no_grad():
+        state = model.encode(src, src_pad_mask)
+        full = F.log_softmax(model.decode(tgt_in, state).float(), dim=-1)  # (3, T, V)
+        state = state.index_select(beams)
+        _, state = model.decode_step(tgt_in[beams, 0], state)
+        keep = torch.tensor([5, 4, 0, 1])  # sentence 2 (beams swapped), then sentence 0
+        state = state.index_select(keep)
+        assert state.group == 2 and state.memory_pad_mask.size(0) == 2
+        assert torch.equal(state.memory_pad_mask, src_pad_mask[[2, 0]])
+        log_probs, _ = model.decode_step(tgt_in[beams[keep], 1], state)
+    torch.testing.assert_close(log_probs, full[beams[keep], 1], atol=1e-5, rtol=0)

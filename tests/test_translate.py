@@ -53,7 +53,9 @@ class CopyState:
 
 class CopyModel(nn.Module):
     """decode_step puts most probability on the source token at the current position (the
-    source ends with EOS, so the copy ends too); the rest is spread evenly, so beams differ.
+    source ends with EOS, so the copy ends too); the rest is spread almost evenly, slightly
+    favouring higher ids (ordinary pieces over byte pieces) so that no two tokens tie and the
+    beams differ.
 
     Raises ``RuntimeError("CUDA out of memory ...")`` when a step sees more than ``oom_above``
     rows, like a GPU that is too small.
@@ -82,7 +84,7 @@ class CopyModel(nn.Module):
             target = state.src[:, state.step]  # (R,)
         else:
             target = torch.full((rows,), EOS_ID, dtype=torch.long)
-        logits = torch.zeros(rows, self.vocab_size)
+        logits = 1e-3 * torch.arange(self.vocab_size, dtype=torch.float32).repeat(rows, 1)
         logits[torch.arange(rows), target] = 8.0
         return torch.log_softmax(logits, dim=-1), CopyState(state.src, state.step + 1)
 
