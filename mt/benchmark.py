@@ -838,6 +838,40 @@ def time_decoding(
     }, outputs
 
 
+def time_systems(
+    systems: dict[str, Callable[[DecodeBatch], list[list[int]]]],
+    batches: Sequence[DecodeBatch],
+    device: torch.device,
+    repeats: int,
+) -> dict[str, tuple[dict[str, Any], list[list[int]]]]:
+    """``time_decoding`` of every system ``repeats`` times, the systems taking turns (a, b, a,
+    b, ...), so that a machine whose speed drifts during the run slows them alike. Each row
+    reports the median seconds (and every run's); outputs are those of the first run."""
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in systems}
+    outputs: dict[str, list[list[int]]] = {}
+    for _ in range(repeats):
+        for name, run in systems.items():
+            row, out = time_decoding(run, batches, device)
+            runs[name].append(row)
+            outputs.setdefault(name, out)
+    results = {}
+    for name, rows in runs.items():
+        seconds = sorted(r["seconds"] for r in rows)[len(rows) // 2]  # the median (upper)
+        first = rows[0]
+        results[name] = (
+            {
+                "sentences": first["sentences"],
+                "generated_tokens": first["generated_tokens"],
+                "seconds": seconds,
+                "seconds_runs": [r["seconds"] for r in rows],
+                "sentences_per_s": first["sentences"] / seconds,
+                "tgt_tokens_per_s": first["generated_tokens"] / seconds,
+            },
+            outputs[name],
+        )
+    return results
+
+
 def _load_split_sources(args: argparse.Namespace) -> tuple[list[np.ndarray], int]:
     """The source ids of the first ``--sentences`` lines of the test split, and the vocabulary."""
     dm = TranslationDataModule(
@@ -870,6 +904,8 @@ def run_decode(args: argparse.Namespace, device: torch.device) -> tuple[dict, li
         "Batches: sources sorted longest first and cut at rows x longest source (EOS included) "
         "<= max_tokens, as mt.translate.Translator does; the same batches for every system. One "
         "warm-up batch (the smallest) is decoded before timing.",
+        f"Each system decodes all batches {args.repeats} times, the systems taking turns; rows "
+        "report the median seconds (seconds_runs lists every run).",
         "Beam search: ours with length penalty 1.0, Hugging Face num_beams=K, length_penalty=1.0, "
         "early_stopping=False, use_cache=True.",
         f"Precision: {'bf16 autocast' if device.type == 'cuda' else 'fp32'}, torch.inference_mode "
@@ -910,11 +946,15 @@ def run_decode(args: argparse.Namespace, device: torch.device) -> tuple[dict, li
             hf_model = marian_for(spec, vocab).to(device).eval()
             entry["hf_parameters"] = num_parameters(hf_model)
         for beam in args.beams:
-            row, _ = time_decoding(_ours(model, beam), batches, device)
+            systems = {"mt": _ours(model, beam)}
+            if hf_model is not None:
+                systems["hf-marian"] = _hf(hf_model, beam)
+            timed = time_systems(systems, batches, device, args.repeats)
+            row = timed["mt"][0]
             entry["rows"].append({"system": "mt", "beam": beam, **row})
             print(f"[decode] {spec.name} mt beam {beam}: {_fmt_decode(row)}", flush=True)
             if hf_model is not None:
-                hf_row, _ = time_decoding(_hf(hf_model, beam), batches, device)
+                hf_row = timed["hf-marian"][0]
                 entry["rows"].append({"system": "hf-marian", "beam": beam, **hf_row})
                 speedup = hf_row["seconds"] / row["seconds"]
                 entry.setdefault("speedup_mt_over_hf", {})[f"beam{beam}"] = speedup
@@ -1247,6 +1287,9 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("--max-tokens", type=int, help="source-token budget per batch (4096)")
     decode.add_argument("--max-len-a", type=float, default=1.2, help="steps = a * src_len + b")
     decode.add_argument("--max-len-b", type=float, default=10.0)
+    decode.add_argument(
+        "--repeats", type=int, help="timed runs per system, taking turns; the median counts (3)"
+    )
     decode.add_argument("--no-kv-check", action="store_true", help="skip the KV-cache speed-up")
     decode.add_argument(
         "--kv-sentences", type=int, help="measure the KV-cache speed-up on the first N only (all)"
@@ -1286,6 +1329,8 @@ def _apply_defaults(args: argparse.Namespace, device: torch.device) -> list[str]
             args.sentences = 48
         if args.max_tokens is None:
             args.max_tokens = 256 if args.smoke else 4096
+        if args.repeats is None:
+            args.repeats = 1 if args.smoke else 3
         if args.sentences is not None:
             reduced.append(f"decode: first {args.sentences} sentences of the test split")
         if args.kv_sentences is not None:

@@ -118,6 +118,34 @@ def _prepare_log_probs(log_probs: Tensor) -> Tensor:
     return log_probs.index_fill_(1, banned, _NEG_INF)
 
 
+def topk_rows(x: Tensor, k: int, chunk: int = 64) -> tuple[Tensor, Tensor]:
+    """The ``k`` largest values of every row of ``x`` (R, W), best first, and their columns.
+
+    The values equal ``x.topk(k, dim=1)``'s (among equal values the columns may differ). On a CPU
+    it ranks far fewer elements when W >> k: the row is cut into chunks of ``chunk`` columns, and
+    only the ``k`` chunks with the largest maxima (plus the leftover columns) are ranked. That
+    loses nothing: if an element of an unchosen chunk were larger than the k-th value, the k
+    chosen chunks would each hold a distinct element at least as large, making it at best k+1-th.
+    """
+    rows, width = x.shape
+    n_chunks = width // chunk
+    if x.device.type != "cpu" or n_chunks <= k:
+        return x.topk(k, dim=1)
+    row_stride, col_stride = x.stride()
+    chunked = x.as_strided(
+        (rows, n_chunks, chunk), (row_stride, chunk * col_stride, col_stride)
+    )  # (R, W // chunk, chunk), a view without the leftover columns
+    best_chunks = chunked.amax(dim=2).topk(k, dim=1).indices  # (R, k)
+    picked = chunked.gather(1, best_chunks.unsqueeze(2).expand(rows, k, chunk))  # (R, k, chunk)
+    values, position = picked.view(rows, k * chunk).topk(k, dim=1)  # (R, k)
+    columns = best_chunks.gather(1, position // chunk) * chunk + position % chunk  # (R, k)
+    if n_chunks * chunk < width:  # the leftover columns compete with the chosen ones
+        rest_values, rest_columns = x[:, n_chunks * chunk :].topk(min(k, width % chunk), dim=1)
+        values, position = torch.cat([values, rest_values], dim=1).topk(k, dim=1)
+        columns = torch.cat([columns, rest_columns + n_chunks * chunk], dim=1).gather(1, position)
+    return values, columns
+
+
 @torch.no_grad()
 def greedy_search(
     model: Seq2SeqModel,
@@ -261,7 +289,7 @@ def beam_search(
         log_probs, state = model.decode_step(prev, state)
         log_probs = _prepare_log_probs(log_probs)  # (N*K, V)
         width = min(2 * k, log_probs.size(1))  # C candidates per beam
-        beam_log_probs, beam_token = log_probs.topk(width, dim=1)  # (N*K, C)
+        beam_log_probs, beam_token = topk_rows(log_probs, width)  # (N*K, C)
         cand = (scores.unsqueeze(2) + beam_log_probs.view(n, k, width)).view(n, k * width)
         top_scores, top_index = cand.topk(2 * k, dim=1)  # (N, 2K), sorted best first
         top_beam = top_index // width  # (N, 2K)

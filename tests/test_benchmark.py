@@ -126,3 +126,25 @@ def test_non_padding_share_counts_real_tokens() -> None:
     # src: [5 6 7 EOS], [5 EOS pad pad] -> 6 of 8; tgt_out: [8 EOS pad pad], [8 9 10 EOS] -> 6/8
     assert share["non_padding_share"] == 12 / 16
     assert share["src_non_padding_share"] == share["tgt_non_padding_share"] == 0.75
+
+
+def test_time_systems_takes_turns_and_reports_the_median(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Systems run a, b, a, b, a, b; each row's seconds is the median of its runs."""
+    import mt.benchmark as bench
+
+    calls: list[str] = []
+    seconds = {"a": iter([3.0, 1.0, 2.0]), "b": iter([10.0, 30.0, 20.0])}
+
+    def fake_time_decoding(run: Any, batches: Any, device: Any) -> tuple[dict, list]:
+        name = run()
+        calls.append(name)
+        row = {"sentences": 4, "generated_tokens": 8, "seconds": next(seconds[name])}
+        return row, [[len(calls)]]
+
+    monkeypatch.setattr(bench, "time_decoding", fake_time_decoding)
+    timed = bench.time_systems({"a": lambda: "a", "b": lambda: "b"}, [], None, repeats=3)
+    assert calls == ["a", "b", "a", "b", "a", "b"]
+    assert timed["a"][0]["seconds"] == 2.0 and timed["b"][0]["seconds"] == 20.0
+    assert timed["a"][0]["seconds_runs"] == [3.0, 1.0, 2.0]
+    assert timed["a"][0]["sentences_per_s"] == 2.0 and timed["b"][0]["tgt_tokens_per_s"] == 0.4
+    assert timed["a"][1] == [[1]] and timed["b"][1] == [[2]]  # outputs of the first run

@@ -21,6 +21,7 @@ from mt.search import (
     length_penalty_factor,
     max_output_lengths,
     search,
+    topk_rows,
 )
 from mt.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
@@ -272,3 +273,21 @@ def test_real_models_alone_equals_in_batch(arch: str) -> None:
             )  # fmt: skip
             assert alone[0][0].tokens == batched[i][0].tokens
             assert alone[0][0].score == pytest.approx(batched[i][0].score, abs=1e-4)
+
+
+@pytest.mark.parametrize("width", [64 * 12, 64 * 12 + 37, 1000, 70])
+@pytest.mark.parametrize("k", [1, 4, 10])
+def test_topk_rows_equals_topk(width: int, k: int) -> None:
+    """Same values as torch.topk, best first, at columns that hold them: with ties (small
+    integers), -inf entries, a width that is or is not a multiple of the chunk, and rows whose
+    best values all lie in one chunk or in the leftover columns."""
+    gen = torch.Generator().manual_seed(width * 31 + k)
+    x = torch.randint(-20, 20, (40, width), generator=gen).float()
+    x[::3, : width // 2] = float("-inf")
+    x[1, 5:15] = 100.0  # all in one chunk
+    x[2, -7:] = 100.0  # all in the leftover columns (or the last chunk)
+    values, columns = topk_rows(x, k)
+    expected = x.topk(k, dim=1).values
+    assert torch.equal(values, expected)
+    assert torch.equal(x.gather(1, columns), values)
+    assert all(len(set(row)) == k for row in columns.tolist())  # distinct columns
