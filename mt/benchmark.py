@@ -115,7 +115,9 @@ def package_versions() -> dict[str, str | None]:
 def git_commit(repo: Path = REPO_ROOT) -> str | None:
     """``git rev-parse HEAD`` of ``repo`` plus ``-dirty`` when tracked files differ from it.
 
-    Read-only: ``GIT_OPTIONAL_LOCKS=0`` keeps ``git status`` from refreshing the index.
+    Changes under ``benchmarks/results/`` (earlier results not yet committed) do not count: they
+    are outputs, not the code that ran. Read-only: ``GIT_OPTIONAL_LOCKS=0`` keeps ``git status``
+    from refreshing the index.
     """
     env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
 
@@ -126,7 +128,9 @@ def git_commit(repo: Path = REPO_ROOT) -> str | None:
 
     try:
         commit = git("rev-parse", "HEAD")
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+        dirty = bool(
+            git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results")
+        )
     except (OSError, subprocess.CalledProcessError):
         return None
     return commit + ("-dirty" if dirty else "")
