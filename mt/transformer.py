@@ -25,8 +25,8 @@ targets are right-padded, so under the causal mask a real position never sees a 
 
 Incremental decoding. ``encode`` computes every decoder layer's cross-attention keys/values of the
 encoder memory once and puts them in a ``TransformerState``, which both ``decode`` (teacher forcing)
-and ``decode_step`` read. Two things keep beam search cheap (both measured in
-``benchmarks/results/decode-cpu.json``):
+and ``decode_step`` read. Two things keep beam search cheap (profiles in
+``benchmarks/README.md``):
 
 * The memory is stored once per source sentence, not once per beam: the state's rows (sentences x
   beams) come in groups of ``group`` consecutive rows that read the same memory row, and the
@@ -378,10 +378,11 @@ class SelfAttentionCache:
     """Self-attention keys/values of every decoder layer for the target positions decoded so far.
 
     One buffer of shape (capacity, R, L, 2, H, Dh): position-major, then rows, then per layer its
-    keys and values (plus ``scratch`` buffers that every step reuses). A step writes its position in place; ``reorder`` copies positions
+    keys and values. A step writes its position in place; ``reorder`` copies positions
     ``0 .. length - 1`` of the chosen rows into a second buffer with one ``index_select`` and
     swaps the two; the capacity doubles when a step needs more. The states of one decoding share
     the cache; ``version`` names the only state allowed to use it (see ``TransformerState``).
+    ``scratch`` hands out further buffers that every step of the decoding reuses.
 
     Args:
         rows: R.
