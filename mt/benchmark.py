@@ -1335,6 +1335,8 @@ def _apply_defaults(args: argparse.Namespace, device: torch.device) -> list[str]
             args.max_tokens = 256 if args.smoke else 4096
         if args.repeats is None:
             args.repeats = 1 if args.smoke else 3
+        if args.repeats < 1:
+            raise SystemExit(f"--repeats must be >= 1, got {args.repeats}")
         if args.sentences is not None:
             reduced.append(f"decode: first {args.sentences} sentences of the test split")
         if args.kv_sentences is not None:

@@ -103,16 +103,21 @@ def _cross_attention_hook(model: nn.Module) -> tuple[nn.Module | None, list[Tens
 
 
 def _transformer_weights(module: nn.Module, args: tuple[Any, ...]) -> Tensor:
-    """Recompute SDPA's weights from ``CrossAttention.forward(x, memory_kv, memory_mask)`` inputs:
-    softmax(q k^T / sqrt(Dh)) with the boolean mask (True = attend), head mean -> (B, T, S)."""
+    """Recompute SDPA's weights from the inputs of ``CrossAttention.forward(x, memory_kv,
+    memory_mask[, group])``: softmax(q k^T / sqrt(Dh)) with the boolean mask (True = attend),
+    the ``group`` rows of a memory row attended together as there, head mean -> (B, T, S)."""
     from mt.transformer import split_heads
 
     x, memory_kv, memory_mask = args[:3]
-    q = split_heads(module.q(x), module.n_heads)  # (B, H, T, Dh)
-    keys = memory_kv[0]  # (B, H, S, Dh)
-    scores = q @ keys.transpose(-2, -1) / math.sqrt(q.size(-1))  # (B, H, T, S)
+    group = args[3] if len(args) > 3 else 1
+    batch, length, width = x.shape
+    q = module.q(x).view(batch // group, group * length, width)  # (M, group * T, D)
+    q = split_heads(q, module.n_heads)  # (M, H, group * T, Dh)
+    keys = memory_kv[0]  # (M, H, S, Dh)
+    scores = q @ keys.transpose(-2, -1) / math.sqrt(q.size(-1))  # (M, H, group * T, S)
     scores = scores.float().masked_fill(~memory_mask, float("-inf"))
-    return scores.softmax(dim=-1).mean(dim=1)  # (B, T, S)
+    weights = scores.softmax(dim=-1).mean(dim=1)  # (M, group * T, S)
+    return weights.view(batch, length, -1)  # (B, T, S)
 
 
 @torch.no_grad()

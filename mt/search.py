@@ -9,8 +9,8 @@ The search knows nothing about the architecture. A model provides::
 ``decode_step`` is incremental: the first call receives BOS for every row and the state keeps
 track of the position. A state and a step's log-probabilities are used once, before the next
 ``decode_step``/``index_select`` (models may reuse their buffers; the search also overwrites the
-log-probabilities in place). Every time step makes exactly one ``decode_step`` call for all active rows
-(sentences x beams); rows whose sentence is finished are dropped from the state with
+log-probabilities in place). Every time step makes exactly one ``decode_step`` call for all
+active rows (sentences x beams); rows whose sentence is finished are dropped from the state with
 ``index_select``, so a batch with one long sentence stops paying for the short ones.
 
 Shape legend: B sentences in the batch, N sentences still active, K beam size, V vocabulary,

@@ -58,7 +58,8 @@ from mt.tokenizer import PAD_ID
 
 __all__ = ["TransformerSeq2Seq", "TransformerState", "sinusoidal_positions"]
 
-KeyValue = tuple[Tensor, Tensor]  # keys and values, each (B, H, length, Dh)
+# Keys and values, each (batch, H, length, Dh); the batch is M sentences for the encoder memory.
+KeyValue = tuple[Tensor, Tensor]
 # One decoder layer's slice of the self-attention cache: keys and values, each (capacity, B, H, Dh).
 KeyValueBuffer = tuple[Tensor, Tensor]
 
@@ -429,6 +430,7 @@ class SelfAttentionCache:
         if needed <= self.capacity:
             return
         capacity = max(needed, 2 * self.capacity)
+        self.spare = None  # freed first: the peak is the old buffer plus the grown one
         grown = self.buffer.new_empty((capacity, *self.shape))
         grown[:length].copy_(self.buffer[:length])
         self.buffer, self.spare = grown, None
@@ -693,6 +695,7 @@ class TransformerSeq2Seq(Seq2SeqModule):
         """
         if torch.is_autocast_enabled(x.device.type):
             return F.log_softmax(self._logits(x).float(), dim=-1)
+        # The same product as ``_logits``: the output projection has no bias.
         weight = self.tgt_embed.weight if self.output_proj is None else self.output_proj.weight
         shape = (x.size(0), weight.size(0))  # (B, V)
         logits = cache.scratch("logits", shape, weight.dtype)

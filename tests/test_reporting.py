@@ -250,6 +250,10 @@ def test_transformer_attention_hook_matches_sdpa() -> None:
     per_head = (q @ kv[0].transpose(-2, -1) / 8**0.5).masked_fill(~mask, -torch.inf).softmax(-1)
     assert torch.allclose(per_head.mean(1), weights, atol=1e-6)
     assert torch.allclose(layer.out(merge_heads(per_head @ kv[1])), layer(x, kv, mask), atol=1e-5)
+    # Beams: 3 rows per sentence read one copy of the memory; each row's weights are its own.
+    beams = torch.arange(2).repeat_interleave(3)
+    grouped = _transformer_weights(layer, (x[beams], kv, mask, 3))  # (6, T, S)
+    assert torch.allclose(grouped, weights[beams], atol=1e-6)
 
 
 def test_eval_report_logged_offline_to_wandb_and_csv(

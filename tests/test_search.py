@@ -275,7 +275,7 @@ def test_real_models_alone_equals_in_batch(arch: str) -> None:
             assert alone[0][0].score == pytest.approx(batched[i][0].score, abs=1e-4)
 
 
-@pytest.mark.parametrize("width", [64 * 12, 64 * 12 + 37, 1000, 70])
+@pytest.mark.parametrize("width", [64 * 12, 64 * 12 + 37, 1000, 70, 3000])
 @pytest.mark.parametrize("k", [1, 4, 10])
 def test_topk_rows_equals_topk(width: int, k: int) -> None:
     """Same values as torch.topk, best first, at columns that hold them: with ties (small
@@ -291,3 +291,8 @@ def test_topk_rows_equals_topk(width: int, k: int) -> None:
     assert torch.equal(values, expected)
     assert torch.equal(x.gather(1, columns), values)
     assert all(len(set(row)) == k for row in columns.tolist())  # distinct columns
+    # A non-contiguous view (every other row of a transposed matrix) gives the same answer.
+    strided = x.t().contiguous().t()[::2]
+    values, columns = topk_rows(strided, k)
+    assert torch.equal(values, strided.topk(k, dim=1).values)
+    assert torch.equal(strided.gather(1, columns), values)

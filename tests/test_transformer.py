@@ -402,3 +402,36 @@ def test_dropping_sentences_keeps_the_beam_grouping() -> None:
         assert torch.equal(state.memory_pad_mask, src_pad_mask[[2, 0]])
         log_probs, _ = model.decode_step(tgt_in[beams[keep], 1], state)
     torch.testing.assert_close(log_probs, full[beams[keep], 1], atol=1e-5, rtol=0)
+
+
+def test_beam_search_over_a_large_vocabulary_equals_plain_topk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With V = 3000 the search ranks each beam's candidates through ``topk_rows``' chunked path;
+    ranking with a plain ``topk`` instead finds the same hypotheses and scores."""
+    import mt.search as search_module
+
+    torch.manual_seed(0)
+    model = TransformerSeq2Seq(vocab_size=3000, **TINY).eval()
+    src, src_pad_mask, _, _ = make_batch(*random_batch(4, seed=14, min_len=3, vocab=3000))
+    kwargs = dict(beam_size=4, length_penalty=1.0, nbest=4, max_len_a=1.0, max_len_b=6)
+    chunked = search_module.beam_search(model, src, src_pad_mask, **kwargs)
+    monkeypatch.setattr(search_module, "topk_rows", lambda x, k: x.topk(k, dim=1))
+    plain = search_module.beam_search(model, src, src_pad_mask, **kwargs)
+    assert [[h.tokens for h in n] for n in chunked] == [[h.tokens for h in n] for n in plain]
+    for a, b in zip(chunked, plain, strict=True):
+        assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-6)
+
+
+def test_bf16_autocast_steps_and_reorders() -> None:
+    """Under autocast the cache holds bf16 keys/values; several steps with a beam reorder stay
+    close to teacher forcing under the same autocast."""
+    model = tiny_model()
+    src, src_pad_mask, tgt_in, _ = make_batch(*random_batch(3, seed=15, min_len=5, max_len=7))
+    indices = torch.tensor([2, 0, 1])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        state = model.encode(src, src_pad_mask)
+        full = F.log_softmax(model.decode(tgt_in, state).float(), dim=-1)  # (3, T, V)
+        stepped, rows = step_through(model, state, tgt_in, reorder_at=2, indices=indices)
+        assert state.cache is None and stepped.dtype == torch.float32
+    torch.testing.assert_close(stepped, full[indices], atol=0.1, rtol=0)
