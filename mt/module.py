@@ -92,6 +92,11 @@ class Seq2SeqModule(L.LightningModule):
             ``data.pad_to_multiple: 8`` so that few distinct shapes trigger recompilation).
     """
 
+    # Constructor arguments added after checkpoints were first written, with the value that
+    # rebuilds those older checkpoints as they were trained (``load_checkpoint`` uses them when a
+    # checkpoint's hyperparameters lack the argument).
+    checkpoint_defaults: dict[str, Any] = {}
+
     def __init__(
         self,
         vocab_size: int,
@@ -346,7 +351,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Seq2S
         raise CheckpointError(f"{path}: {ckpt['mt_class']} is not a Seq2SeqModule")
     # LightningCLI adds bookkeeping entries such as "_class_path": not constructor arguments.
     hparams = {k: v for k, v in ckpt.get("hyper_parameters", {}).items() if not k.startswith("_")}
-    model = model_cls(**hparams)
+    model = model_cls(**{**model_cls.checkpoint_defaults, **hparams})
     model.load_state_dict(ckpt["state_dict"])
     model.on_load_checkpoint(ckpt)
     if model.tokenizer is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -286,3 +287,33 @@ def test_overfits_reversal(attention: str, input_feeding: bool) -> None:
     nbest = beam_search(model, src[:16], mask[:16], beam_size=3, max_len_a=1.0, max_len_b=2)
     assert token_accuracy([h[0].tokens for h in nbest], targets[:16]) >= 0.9
     assert time.perf_counter() - start < 30
+
+
+def test_embeddings_scaled_by_default_and_old_checkpoints_load_unscaled(
+    tiny_corpus: Path, tmp_path: Path
+) -> None:
+    """New models multiply the embeddings by sqrt(E); a checkpoint written before the option
+    existed (no ``scale_embeddings`` in its hyperparameters) is rebuilt unscaled, as trained."""
+    from mt.module import load_checkpoint
+    from mt.tokenizer import train_tokenizer
+
+    scaled = make_model("luong_general", True)
+    plain = make_model("luong_general", True, scale_embeddings=False)
+    assert scaled.embed_scale == EMBED**0.5 and plain.embed_scale == 1.0
+    src = pad_rows([[5, 6, 7, EOS_ID]])
+    tgt_in = pad_rows([[BOS_ID, 8, 9]])
+    with torch.no_grad():
+        differ = scaled(src, src == PAD_ID, tgt_in) - plain(src, src == PAD_ID, tgt_in)
+    assert differ.abs().max() > 1e-3  # same weights (same seed), different inputs
+
+    tokenizer = train_tokenizer([tiny_corpus / "train.de", tiny_corpus / "train.en"], 300)
+    plain.tokenizer = tokenizer
+    hparams = {k: v for k, v in plain.hparams.items() if k != "scale_embeddings"}
+    checkpoint = {"hyper_parameters": hparams, "state_dict": plain.state_dict()}
+    plain.on_save_checkpoint(checkpoint)
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+    loaded = load_checkpoint(tmp_path / "old.ckpt")
+    assert isinstance(loaded, LSTMSeq2Seq) and loaded.embed_scale == 1.0
+    with torch.no_grad():
+        same = loaded(src, src == PAD_ID, tgt_in) - plain(src, src == PAD_ID, tgt_in)
+    assert same.abs().max() == 0
