@@ -192,6 +192,8 @@ class Batch:
     ``tgt_out`` the target ids followed by EOS (so tgt_in[:, t + 1] == tgt_out[:, t]). Masks are True
     at padding. ``indices`` are the 0-based line numbers in the split's files and ``refs`` the raw
     target lines, exactly as read from the file (what BLEU is computed against).
+    ``src_tokens``/``tgt_tokens`` are the non-padding counts, computed by ``collate`` on the host
+    so that reading them never waits for a GPU (None: counted from the masks when asked).
     """
 
     src: Tensor  # (B, S) long
@@ -201,6 +203,8 @@ class Batch:
     tgt_pad_mask: Tensor  # (B, T) bool
     indices: Tensor  # (B,) long
     refs: list[str]
+    src_tokens: int | None = None
+    tgt_tokens: int | None = None
 
     def __len__(self) -> int:
         return self.src.size(0)
@@ -208,11 +212,15 @@ class Batch:
     @property
     def n_src_tokens(self) -> int:
         """Non-padding source tokens (EOS included)."""
+        if self.src_tokens is not None:
+            return self.src_tokens
         return int((~self.src_pad_mask).sum())
 
     @property
     def n_tgt_tokens(self) -> int:
         """Non-padding target tokens that the loss is computed on (EOS included)."""
+        if self.tgt_tokens is not None:
+            return self.tgt_tokens
         return int((~self.tgt_pad_mask).sum())
 
     def _map(self, fn: Any) -> Batch:
@@ -224,6 +232,8 @@ class Batch:
             tgt_pad_mask=fn(self.tgt_pad_mask),
             indices=fn(self.indices),
             refs=self.refs,
+            src_tokens=self.src_tokens,
+            tgt_tokens=self.tgt_tokens,
         )
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
@@ -259,6 +269,8 @@ def collate(
         tgt_pad_mask=tgt_out == PAD_ID,
         indices=torch.tensor([i for i, _, _, _ in items], dtype=torch.long),
         refs=[r for _, _, _, r in items],
+        src_tokens=sum(len(s) + 1 for _, s, _, _ in items),  # + EOS
+        tgt_tokens=sum(len(t) + 1 for _, _, t, _ in items),  # + EOS
     )
 
 

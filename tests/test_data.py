@@ -146,8 +146,13 @@ def test_collate_shifts_and_masks() -> None:
     assert b.src_pad_mask.tolist() == [[False] * 3, [False, False, True]]
     assert b.indices.tolist() == [5, 9] and b.refs == ["ref a", "ref b"]
     assert (b.n_src_tokens, b.n_tgt_tokens) == (5, 6)
+    # The counts are the host-side ones collate computed, kept through .to(): no device sync.
+    moved = b.to("cpu")
+    assert (moved.src_tokens, moved.tgt_tokens) == (5, 6)
+    assert (int((~b.src_pad_mask).sum()), int((~b.tgt_pad_mask).sum())) == (5, 6)
     padded = collate(items, pad_to_multiple=8)
     assert padded.src.shape == (2, 8) and padded.tgt_in.shape == (2, 8)
+    assert (padded.n_src_tokens, padded.n_tgt_tokens) == (5, 6)
 
 
 # --------------------------------------------------------------------------------------------
