@@ -292,13 +292,23 @@ class Seq2SeqModule(L.LightningModule):
         checkpoint["mt_class"] = f"{type(self).__module__}.{type(self).__qualname__}"
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # A checkpoint from before an option existed was trained with its old behaviour; a model
+        # built from a newer config (``mt fit --ckpt_path``) must not silently change it.
+        saved_hparams = checkpoint.get("hyper_parameters", {})
+        for name, old in self.checkpoint_defaults.items():
+            if name not in saved_hparams and self.hparams.get(name, old) != old:
+                raise CheckpointError(
+                    f"the checkpoint was trained before the model option {name!r} existed, i.e. "
+                    f"with {name}={old}; this model has {name}={self.hparams.get(name)}: set "
+                    f"--model.init_args.{name} {str(old).lower()}"
+                )
         if "mt_tokenizer" not in checkpoint:
             return
         saved = Tokenizer(checkpoint["mt_tokenizer"])
         # Lightning runs setup() (which takes the data module's tokenizer) before it restores a
         # --ckpt_path checkpoint: the two must be the same sentencepiece model.
         if self.tokenizer is not None and self.tokenizer.fingerprint != saved.fingerprint:
-            raise ValueError(
+            raise CheckpointError(
                 "the checkpoint's sentencepiece model differs from the data module's: the model "
                 "would read the wrong subwords (different data or data.vocab_size/tokenizer_type?)"
             )
@@ -308,10 +318,21 @@ class Seq2SeqModule(L.LightningModule):
     def load_from_checkpoint(  # type: ignore[override]
         cls, checkpoint_path: str | os.PathLike, map_location: Any = None, **kwargs: Any
     ) -> Seq2SeqModule:
-        """Load a checkpoint; on the base class the architecture is read from the file."""
-        if cls is Seq2SeqModule:
-            return load_checkpoint(checkpoint_path, map_location or "cpu")
-        return super().load_from_checkpoint(checkpoint_path, map_location=map_location, **kwargs)
+        """Load a checkpoint with ``load_checkpoint`` (the architecture is read from the file).
+
+        On a subclass the file must hold that class. Keyword arguments (Lightning's overrides of
+        saved hyperparameters, ``strict``, ...) take Lightning's own path instead.
+        """
+        if kwargs:
+            return super().load_from_checkpoint(
+                checkpoint_path, map_location=map_location, **kwargs
+            )
+        model = load_checkpoint(checkpoint_path, map_location or "cpu")
+        if not isinstance(model, cls):
+            raise CheckpointError(
+                f"{checkpoint_path}: holds a {type(model).__name__}, not a {cls.__name__}"
+            )
+        return model
 
 
 def gather_unique(rows: list[tuple[int, str, str]]) -> list[tuple[int, str, str]]:

@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from mt.module import Seq2SeqModule, load_checkpoint
+from mt.module import CheckpointError, Seq2SeqModule, load_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
@@ -143,5 +143,5 @@ def test_checkpoint_with_another_tokenizer_is_refused(tiny_corpus: Path, tmp_pat
     model = TransformerSeq2Seq(vocab_size=300, d_model=16, n_heads=2, encoder_layers=1, decoder_layers=1, ffn_dim=32)
     model.tokenizer = data_tok
     model.on_load_checkpoint({"mt_tokenizer": data_tok.model_proto})  # the same model: fine
-    with pytest.raises(ValueError, match="sentencepiece model differs"):
+    with pytest.raises(CheckpointError, match="sentencepiece model differs"):
         model.on_load_checkpoint({"mt_tokenizer": other_tok.model_proto})

@@ -294,8 +294,9 @@ def test_embeddings_scaled_by_default_and_old_checkpoints_load_unscaled(
 ) -> None:
     """New models multiply the embeddings by sqrt(E); a checkpoint written before the option
     existed (no ``scale_embeddings`` in its hyperparameters) is rebuilt unscaled, as trained."""
-    from mt.module import load_checkpoint
+    from mt.module import CheckpointError, load_checkpoint
     from mt.tokenizer import train_tokenizer
+    from mt.transformer import TransformerSeq2Seq
 
     scaled = make_model("luong_general", True)
     plain = make_model("luong_general", True, scale_embeddings=False)
@@ -314,6 +315,12 @@ def test_embeddings_scaled_by_default_and_old_checkpoints_load_unscaled(
     torch.save(checkpoint, tmp_path / "old.ckpt")
     loaded = load_checkpoint(tmp_path / "old.ckpt")
     assert isinstance(loaded, LSTMSeq2Seq) and loaded.embed_scale == 1.0
+    assert LSTMSeq2Seq.load_from_checkpoint(tmp_path / "old.ckpt").embed_scale == 1.0
+    with pytest.raises(CheckpointError, match="holds a LSTMSeq2Seq, not a TransformerSeq2Seq"):
+        TransformerSeq2Seq.load_from_checkpoint(tmp_path / "old.ckpt")
+    # Resuming it into a model built with the new default (mt fit --ckpt_path) is refused.
+    with pytest.raises(CheckpointError, match="before the model option 'scale_embeddings'"):
+        scaled.on_load_checkpoint(checkpoint)
     with torch.no_grad():
         same = loaded(src, src == PAD_ID, tgt_in) - plain(src, src == PAD_ID, tgt_in)
     assert same.abs().max() == 0
