@@ -832,14 +832,18 @@ def time_decoding(
             outputs += run(b)
         _synchronize(device)
         seconds = time.perf_counter() - start
-    tokens = sum(len(o) for o in outputs)
+    return _decode_speed(len(outputs), sum(len(o) for o in outputs), seconds), outputs
+
+
+def _decode_speed(sentences: int, tokens: int, seconds: float) -> dict[str, Any]:
+    """A decode row: counts, seconds and the two rates."""
     return {
-        "sentences": len(outputs),
+        "sentences": sentences,
         "generated_tokens": tokens,
         "seconds": seconds,
-        "sentences_per_s": len(outputs) / seconds,
+        "sentences_per_s": sentences / seconds,
         "tgt_tokens_per_s": tokens / seconds,
-    }, outputs
+    }
 
 
 def time_systems(
@@ -861,18 +865,9 @@ def time_systems(
     results = {}
     for name, rows in runs.items():
         seconds = sorted(r["seconds"] for r in rows)[len(rows) // 2]  # the median (upper)
-        first = rows[0]
-        results[name] = (
-            {
-                "sentences": first["sentences"],
-                "generated_tokens": first["generated_tokens"],
-                "seconds": seconds,
-                "seconds_runs": [r["seconds"] for r in rows],
-                "sentences_per_s": first["sentences"] / seconds,
-                "tgt_tokens_per_s": first["generated_tokens"] / seconds,
-            },
-            outputs[name],
-        )
+        row = _decode_speed(rows[0]["sentences"], rows[0]["generated_tokens"], seconds)
+        row["seconds_runs"] = [r["seconds"] for r in rows]
+        results[name] = (row, outputs[name])
     return results
 
 

@@ -106,13 +106,10 @@ def _transformer_weights(module: nn.Module, args: tuple[Any, ...]) -> Tensor:
     """Recompute SDPA's weights from the inputs of ``CrossAttention.forward(x, memory_kv,
     memory_mask[, group])``: softmax(q k^T / sqrt(Dh)) with the boolean mask (True = attend),
     the ``group`` rows of a memory row attended together as there, head mean -> (B, T, S)."""
-    from mt.transformer import split_heads
-
     x, memory_kv, memory_mask = args[:3]
     group = args[3] if len(args) > 3 else 1
-    batch, length, width = x.shape
-    q = module.q(x).view(batch // group, group * length, width)  # (M, group * T, D)
-    q = split_heads(q, module.n_heads)  # (M, H, group * T, Dh)
+    batch, length, _ = x.shape
+    q = module.queries(x, group)  # (M, H, group * T, Dh)
     keys = memory_kv[0]  # (M, H, S, Dh)
     scores = q @ keys.transpose(-2, -1) / math.sqrt(q.size(-1))  # (M, H, group * T, S)
     scores = scores.float().masked_fill(~memory_mask, float("-inf"))

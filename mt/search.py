@@ -231,10 +231,10 @@ def beam_search(
 
     At every step each sentence ranks its K x V continuations and keeps the 2K best (found
     among the 2K best of each beam, which must contain them: a K x 2K ranking instead of K x V
-    per sentence). An EOS
-    candidate among the K best of those is finished and set aside; the K best non-EOS candidates
-    (there are always at least K: each beam has a single EOS continuation) stay active. A
-    continuation that reaches the maximum length is finished without EOS and ends the sentence.
+    per sentence). An EOS candidate among the K best of those is finished and set aside; the K
+    best non-EOS candidates (there are always at least K: each beam has a single EOS
+    continuation) stay active. A continuation that reaches the maximum length is finished
+    without EOS and ends the sentence.
 
     Stopping rule (per sentence): done when it has at least K finished hypotheses and its best
     active hypothesis, scored as if it ended now (``log_prob / lp(t)``), is no better than the

@@ -207,6 +207,13 @@ class CrossAttention(nn.Module):
         k, v = self.kv(memory).chunk(2, dim=-1)  # 2 x (B, S, D)
         return split_heads(k, self.n_heads), split_heads(v, self.n_heads)
 
+    def queries(self, x: Tensor, group: int = 1) -> Tensor:
+        """(B, T, D) target positions -> (M, H, group * T, Dh) queries, B = M * group: the
+        ``group`` consecutive rows that read one memory row become one sequence of queries."""
+        batch, length, width = x.shape
+        q = self.q(x).view(batch // group, group * length, width)  # (M, group * T, D)
+        return split_heads(q, self.n_heads)  # (M, H, group * T, Dh)
+
     def forward(
         self, x: Tensor, memory_kv: KeyValue, memory_mask: Tensor, group: int = 1
     ) -> Tensor:
@@ -224,10 +231,8 @@ class CrossAttention(nn.Module):
             (B, T, D).
         """
         batch, length, width = x.shape
-        q = self.q(x).view(batch // group, group * length, width)  # (M, group * T, D)
-        q = split_heads(q, self.n_heads)  # (M, H, group * T, Dh)
         y = F.scaled_dot_product_attention(
-            q,
+            self.queries(x, group),
             memory_kv[0],
             memory_kv[1],
             attn_mask=memory_mask,
