@@ -38,20 +38,6 @@ AttentionType = Literal["bahdanau", "luong_dot", "luong_general"]
 ATTENTION_TYPES: tuple[str, ...] = get_args(AttentionType)
 
 
-def _init_forget_bias(lstm: nn.LSTM, value: float = 1.0) -> None:
-    """Set the forget-gate bias to ``value`` (Jozefowicz et al. 2015): gradients flow early on.
-
-    PyTorch orders the gates (input, forget, cell, output); b_ih + b_hh is the effective bias.
-    """
-    h = lstm.hidden_size
-    with torch.no_grad():
-        for name, param in lstm.named_parameters():
-            if name.startswith("bias_ih"):
-                param[h : 2 * h].fill_(value)
-            elif name.startswith("bias_hh"):
-                param[h : 2 * h].zero_()
-
-
 def reverse_padded(x: Tensor, index: Tensor) -> Tensor:
     """Reverse the real (non-padding) prefix of every row; padding stays at the end.
 
@@ -108,8 +94,6 @@ class BiLSTMEncoder(nn.Module):
         self.backward_layers = nn.ModuleList(
             nn.LSTM(size, hidden_size, batch_first=True) for size in sizes
         )
-        for lstm in [*self.forward_layers, *self.backward_layers]:
-            _init_forget_bias(lstm)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, src_pad_mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -140,6 +124,48 @@ class BiLSTMEncoder(nn.Module):
             x = torch.cat([out_f, out_b], dim=2)  # (B, S, 2H)
         outputs = x.masked_fill(src_pad_mask.unsqueeze(2), 0.0)  # (B, S, 2H)
         return outputs, torch.stack(finals)  # (B, S, 2H), (L_enc, B, 2H)
+
+
+class ResidualLSTM(nn.Module):
+    """Stacked single-layer LSTMs; from the second layer on, a layer's input is added to its
+    output (residual connections between layers, Wu et al. 2016, sec. 3.1).
+
+    Why: in a plain stacked decoder the attention query is the output of the *top* layer, which
+    sees the previous target word only through every layer below it. Measured on a synthetic
+    pair with clause reordering (500 pieces, sentences of 5-40 words, 60 Adam steps at 2e-3), a
+    one-layer decoder reached validation NLL 2.0 with attention that moved along the source, a
+    plain two-layer ``nn.LSTM`` decoder 4.5 with its attention fixed on one source position for
+    the whole output (the same 4.4 for a minimal standalone model with a two-layer decoder), and
+    the residual stack learns like the one-layer decoder.
+
+    The state is ``(h, c)``, each (L, B, H) as in ``nn.LSTM``; dropout is applied between layers.
+
+    Args:
+        input_size: size of the first layer's input.
+        hidden_size: H.
+        num_layers: L.
+        dropout: dropout on the input of every layer but the first.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int, dropout: float) -> None:
+        super().__init__()
+        sizes = [input_size] + [hidden_size] * (num_layers - 1)
+        self.layers = nn.ModuleList(nn.LSTM(size, hidden_size, batch_first=True) for size in sizes)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(
+        self, x: Tensor, hidden: tuple[Tensor, Tensor]
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """(B, T, input_size), ((L, B, H), (L, B, H)) -> (B, T, H), the new state."""
+        h0, c0 = hidden
+        hs, cs = [], []
+        for layer, lstm in enumerate(self.layers):
+            inp = x if layer == 0 else self.dropout(x)
+            out, (h, c) = lstm(inp, (h0[layer : layer + 1], c0[layer : layer + 1]))
+            x = out if layer == 0 else out + x  # (B, T, H)
+            hs.append(h)
+            cs.append(c)
+        return x, (torch.cat(hs), torch.cat(cs))
 
 
 class Attention(nn.Module):
@@ -279,11 +305,15 @@ class LSTMSeq2Seq(Seq2SeqModule):
         share_embeddings: one embedding matrix for source and target (joint vocabulary).
         tie_output: use the target embedding matrix as the output projection (needs
             ``embed_dim == hidden_size``).
+        residual_decoder: residual connections between the decoder's layers
+            (:class:`ResidualLSTM`); without them a stacked decoder's attention locks onto one
+            source position early in training and stays there.
         **kwargs: the arguments of :class:`mt.module.Seq2SeqModule` (label_smoothing, optimizer,
             lr_scheduler, beam_size, length_penalty, max_len_a, max_len_b).
     """
 
-    checkpoint_defaults = {"scale_embeddings": False}  # checkpoints from before the option
+    # Checkpoints from before these options existed were trained without them.
+    checkpoint_defaults = {"scale_embeddings": False, "residual_decoder": False}
 
     def __init__(
         self,
@@ -298,6 +328,7 @@ class LSTMSeq2Seq(Seq2SeqModule):
         scale_embeddings: bool = True,
         share_embeddings: bool = True,
         tie_output: bool = False,
+        residual_decoder: bool = True,
         **kwargs: Any,
     ) -> None:
         if attention not in ATTENTION_TYPES:
@@ -355,14 +386,21 @@ class LSTMSeq2Seq(Seq2SeqModule):
         self.register_buffer("bridge_from", torch.tensor(bridge_from), persistent=False)
 
         decoder_input = embed_dim + hidden_size if input_feeding else embed_dim
-        self.decoder_rnn = nn.LSTM(
-            decoder_input,
-            hidden_size,
-            num_layers=decoder_layers,
-            batch_first=True,
-            dropout=dropout if decoder_layers > 1 else 0.0,
-        )
-        _init_forget_bias(self.decoder_rnn)
+        self.decoder_rnn: nn.Module
+        if residual_decoder:
+            self.decoder_rnn = ResidualLSTM(decoder_input, hidden_size, decoder_layers, dropout)
+        else:
+            self.decoder_rnn = nn.LSTM(
+                decoder_input,
+                hidden_size,
+                num_layers=decoder_layers,
+                batch_first=True,
+                dropout=dropout if decoder_layers > 1 else 0.0,
+            )
+        # PyTorch's default LSTM initialisation, forget-gate bias included: a forget bias of 1
+        # (Jozefowicz et al. 2015) made every encoder state carry more of the sentence, the memory
+        # vectors more alike, and slowed learning where to attend (synthetic pair, 60 Adam steps:
+        # validation NLL 3.1 with it, 2.2 without).
         self.attention = Attention(attention, hidden_size)
         self.combine = nn.Linear(2 * hidden_size, hidden_size, bias=False)  # W_c
         self.output_proj = nn.Linear(hidden_size, vocab_size)  # W_s, b_s

@@ -173,7 +173,11 @@ def lstm_flop_terms(model: nn.Module) -> list[FlopTerm]:
         FlopTerm("encoder_lstm", "src", 2.0 * enc_rnn),
         FlopTerm("memory_and_key_projections", "src", 2.0 * src_linear),
         FlopTerm("bridge", "sentences", 2.0 * model.bridge_weight.numel()),
-        FlopTerm("decoder_lstm", "tgt", 2.0 * _lstm_macs(model.decoder_rnn)),
+        FlopTerm(
+            "decoder_lstm",
+            "tgt",
+            2.0 * sum(_lstm_macs(m) for m in model.decoder_rnn.modules() if isinstance(m, nn.LSTM)),
+        ),
         FlopTerm("query_and_combine_projections", "tgt", 2.0 * tgt_linear),
         FlopTerm("output_projection", "tgt", 2.0 * model.output_proj.weight.numel()),
         FlopTerm("attention", "src_tgt", 2.0 * pair_macs),
