@@ -1,6 +1,8 @@
 """`python -m mt fit --config ...` is the same as `mt fit --config ...`."""
 
+import sys
+
 from mt.cli import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

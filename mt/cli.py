@@ -173,12 +173,17 @@ def _check_if_file(ckpt_path: Any) -> None:
             check_checkpoint_file(ckpt_path)
 
 
-def main(args: list[str] | None = None) -> Any:
+def main(args: list[str] | None = None) -> int:
+    """Run the ``mt`` command; 0 on success (the console script passes it to ``sys.exit``).
+
+    Bad input (a missing or malformed corpus file, a bad checkpoint or vocabulary size) exits
+    with status 2 and a one-line error; any other failure raises.
+    """
     # The data module restores the position inside the epoch (TranslationDataModule.state_dict),
     # which Lightning's check for a resumable *data loader* does not see.
     warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before")
     try:
-        return MTCLI(
+        MTCLI(
             Seq2SeqModule,
             TranslationDataModule,
             subclass_mode_model=True,
@@ -198,7 +203,8 @@ def main(args: list[str] | None = None) -> Any:
         # checkpoint): the message names the file/line/option; a traceback would add nothing.
         print(f"mt: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

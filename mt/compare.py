@@ -40,7 +40,7 @@ import math
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -254,13 +254,18 @@ def compare(
     seed: int = DEFAULT_SEED,
     device: str = "auto",
     plots: bool = True,
+    n_health: int = 100,
 ) -> dict[str, Any]:
     """Run the comparison, write the report files into ``out_dir`` and return the report dict.
+
+    ``n_health`` source lines, spread over the lengths, are translated greedily one at a time for
+    each model's attention health (:func:`mt.reporting.attention_health`).
 
     Raises:
         InputError: bad files, checkpoints or options (the message says which).
     """
     from mt.module import CheckpointError, load_checkpoint
+    from mt.reporting import attention_health, pick_lines
     from mt.translate import TranslateError, Translator, resolve_device
 
     if not checkpoints:
@@ -286,6 +291,7 @@ def compare(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stress_sets = {k: stress_set(src, refs, k) for k in sorted(set(stress_k))}
+    health_lines = pick_lines([len(line.split()) for line in src], n_health)
 
     models: list[dict[str, Any]] = []
     hyps_of: dict[str, list[str]] = {}
@@ -328,6 +334,7 @@ def compare(
                     "chrf": s.chrf,
                 }
             )
+        health = attention_health(model, model.tokenizer, [src[i] for i in health_lines])
         num_params = (
             int(model.num_parameters())
             if hasattr(model, "num_parameters")
@@ -346,6 +353,7 @@ def compare(
                 "chrf_ci": list(overall.chrf_ci),
                 "buckets": _bucket_dicts(buckets),
                 "stress": stress,
+                "attention_health": None if health is None else asdict(health),
                 "decoding": {
                     **speed,
                     "beam_size": beam_size,
@@ -498,6 +506,25 @@ def format_report_md(report: dict[str, Any]) -> str:
         "",
         f"Decoding speed: this comparison's translation run on `{models[0]['decoding']['device']}`"
         " (one process, model loading excluded).",
+        "",
+        "## Attention health",
+        "",
+    ]
+    rows = []
+    for m in models:
+        h = m.get("attention_health")
+        rows.append(
+            [m["name"], "-", "-", "-"]
+            if h is None
+            else [m["name"], _num(h["entropy"], 3), _num(h["same_argmax"], 3), h["sentences"]]
+        )
+    md += _table(["model", "entropy / uniform", "same argmax as previous token", "sentences"], rows)
+    md += [
+        "",
+        "Greedy translations of sources spread over the lengths. Entropy 1 is uniform attention, 0"
+        " all weight on one source position; a collapsed attention (the model translating from one"
+        " summary vector) shows entropy near 0 with the same argmax near 1. The Transformer's row"
+        " is its last layer's cross-attention averaged over heads.",
         "",
         "## BLEU by source length (words)",
         "",

@@ -53,7 +53,15 @@ from torch import Tensor, nn
 from mt.evaluation import DEFAULT_EDGES, DEFAULT_SEED, BucketScore, length_buckets
 from mt.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 
-__all__ = ["AttentionMap", "EvalReport", "attention_figure", "attention_map", "pick_lines"]
+__all__ = [
+    "AttentionHealth",
+    "AttentionMap",
+    "EvalReport",
+    "attention_figure",
+    "attention_health",
+    "attention_map",
+    "pick_lines",
+]
 
 
 # --------------------------------------------------------------------------------------------
@@ -182,6 +190,57 @@ def attention_map(
     )
 
 
+@dataclass(frozen=True)
+class AttentionHealth:
+    """Whether cross-attention looks along the source or has collapsed onto one position.
+
+    Attributes:
+        entropy: mean over output tokens of H(a_t) / log S: 1 is uniform over the source, 0 all
+            weight on one position. A collapsed model sits near 0 *and* has ``same_argmax`` near 1.
+        same_argmax: share of output tokens (after the first) whose most-attended source
+            position is the previous token's: near 1 when attention stays on one position for the
+            whole output, lower when it moves along the source as the translation proceeds.
+        sentences: sentences measured (sources of one subword are skipped).
+        steps: output tokens measured.
+    """
+
+    entropy: float
+    same_argmax: float
+    sentences: int
+    steps: int
+
+
+def attention_health(
+    model: nn.Module, tokenizer: Tokenizer, lines: Sequence[str]
+) -> AttentionHealth | None:
+    """:class:`AttentionHealth` of greedy translations of ``lines`` (see :func:`attention_map`:
+    the LSTM's weights, or the Transformer's last-layer cross-attention averaged over heads).
+
+    None when the model exposes no attention weights or no line has two source subwords.
+    """
+    entropy_sum, same, moves, sentences, steps = 0.0, 0, 0, 0, 0
+    for line in lines:
+        amap = attention_map(model, tokenizer, line)
+        if amap is None or amap.weights.shape[1] < 2:
+            continue
+        w = amap.weights.astype(np.float64)  # (T, S)
+        ent = -(w * np.log(np.clip(w, 1e-12, None))).sum(axis=1) / math.log(w.shape[1])
+        argmax = w.argmax(axis=1)
+        entropy_sum += float(ent.sum())
+        same += int((argmax[1:] == argmax[:-1]).sum())
+        moves += len(argmax) - 1
+        sentences += 1
+        steps += len(argmax)
+    if not sentences:
+        return None
+    return AttentionHealth(
+        entropy=entropy_sum / steps,
+        same_argmax=same / moves if moves else float("nan"),
+        sentences=sentences,
+        steps=steps,
+    )
+
+
 def attention_figure(amap: AttentionMap, title: str) -> Any:
     """A matplotlib ``Figure`` (Agg canvas, no pyplot state) of the heatmap, with labels."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -254,6 +313,9 @@ class EvalReport(pl.Callback):
         attention_max_words: heatmap sentences are chosen among sources of at most this many
             words, so that the labels stay readable.
         log_config: send the resolved LightningCLI config (``config.yaml``) to W&B.
+        n_health: validation lines (fixed, spread over source lengths) whose greedy translation
+            gives ``val/attention_entropy`` and ``val/attention_same_argmax``
+            (:func:`attention_health`), logged to every logger; 0 disables them.
     """
 
     def __init__(
@@ -265,10 +327,12 @@ class EvalReport(pl.Callback):
         seed: int = DEFAULT_SEED,
         attention_max_words: int = 30,
         log_config: bool = True,
+        n_health: int = 32,
     ) -> None:
         super().__init__()
-        if n_samples < 0 or n_attention < 0 or n_bootstrap < 0:
-            raise ValueError("n_samples, n_attention and n_bootstrap must be >= 0")
+        if min(n_samples, n_attention, n_bootstrap, n_health) < 0:
+            raise ValueError("n_samples, n_attention, n_bootstrap and n_health must be >= 0")
+        self.n_health = n_health
         if attention_max_words < 1:
             raise ValueError(f"attention_max_words must be >= 1, got {attention_max_words}")
         self.n_samples, self.n_attention = n_samples, n_attention
@@ -395,6 +459,12 @@ class EvalReport(pl.Callback):
                 seed=self.seed,
             )
             metrics.update({f"{split}/bleu_len_{b.label}": b.bleu for b in buckets if b.n})
+            if split == "val" and self.n_health and pl_module.tokenizer is not None:
+                lines = pick_lines([len(line.split()) for line in sources], self.n_health)
+                health = attention_health(pl_module, pl_module.tokenizer, [sources[i] for i in lines])
+                if health is not None:
+                    metrics[f"{split}/attention_entropy"] = health.entropy
+                    metrics[f"{split}/attention_same_argmax"] = health.same_argmax
         self._log_metrics(trainer, metrics, step)
 
         wandb_loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]

@@ -14,12 +14,14 @@ from mt.module import CheckpointError, Seq2SeqModule, load_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+# The console script that `pip install` put beside this interpreter: what users run.
+MT = Path(sys.executable).parent / "mt"
 
 
 def mt(*args: str, cwd: Path = ROOT, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        [sys.executable, "-m", "mt", *args], cwd=cwd, capture_output=True, text=True, timeout=600
-    )
+    """Run the installed ``mt`` executable; with ``check``, fail unless it exits 0."""
+    assert MT.is_file(), f"no installed mt executable at {MT}: run `make install`"
+    proc = subprocess.run([str(MT), *args], cwd=cwd, capture_output=True, text=True, timeout=600)
     if check and proc.returncode != 0:
         raise AssertionError(f"mt {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -108,6 +110,9 @@ def test_fit_then_validate_then_translate_from_checkpoint_alone(
 
     val = mt("validate", *configs, "--ckpt_path", str(last))
     assert "val/bleu" in val.stdout
+    # Each run of the installed executable exits 0 (`mt fit ... && mt test ...` must chain).
+    test = mt("test", *configs, "--ckpt_path", str(last))
+    assert "test/bleu" in test.stdout and "MTCLI object" not in test.stderr
 
     # The checkpoint alone rebuilds the right class with its tokenizer and translates.
     loaded = Seq2SeqModule.load_from_checkpoint(last)

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -23,7 +24,14 @@ from mt.evaluate_cli import main as evaluate_main
 from mt.evaluate_cli import read_lines
 from mt.lstm import LSTMSeq2Seq
 from mt.module import Seq2SeqModule
-from mt.reporting import EvalReport, attention_figure, attention_map, pick_lines
+from mt.reporting import (
+    AttentionMap,
+    EvalReport,
+    attention_figure,
+    attention_health,
+    attention_map,
+    pick_lines,
+)
 from mt.throughput import ThroughputMonitor
 from mt.transformer import TransformerSeq2Seq
 from mt.translate import Translator
@@ -160,8 +168,14 @@ def test_compare_matches_evaluate_and_writes_report(
     assert a["training"]["throughput"]["train/tgt_tokens_per_sec"] > 0
     assert a["training"]["throughput"]["train/mfu"] is None  # CPU: no MFU
 
+    for m in report["models"]:
+        health = m["attention_health"]
+        assert 0 <= health["entropy"] <= 1 and 0 <= health["same_argmax"] <= 1
+        assert health["sentences"] == len(src) and health["steps"] >= len(src)
+
     md = (out / "report.md").read_text()
     assert report["signatures"]["bleu"] in md and "p-value" in md and "| lstm |" in md
+    assert "## Attention health" in md
     assert f"{a['scores']['bleu']:.1f}" in md
     assert set(report["plots"]) == {"bleu_by_length.png", "stress_bleu.png",
                                     "val_bleu_curves.png", "throughput.png"}
@@ -234,6 +248,34 @@ def test_attention_maps(kind: str, datamodule: TranslationDataModule) -> None:
     assert pick_lines([5, 1, 9, 3, 7], 3) == [0, 1, 2] and pick_lines([2, 2], 5) == [0, 1]
 
 
+def test_attention_health_tells_collapsed_from_moving_attention(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Entropy relative to uniform and the share of repeated argmaxes, from hand-made maps."""
+    import mt.reporting
+
+    collapsed = np.zeros((4, 5))
+    collapsed[:, 0] = 1.0  # every output token on source position 0
+    diagonal = np.eye(4, 5)  # one position further each token
+    uniform = np.full((2, 4), 0.25)
+    maps = {"a": collapsed, "b": diagonal, "c": uniform, "d": np.ones((3, 1))}
+
+    def fake_map(model, tokenizer, line):  # noqa: ANN001, ANN202
+        w = maps[line]
+        return AttentionMap(["x"] * w.shape[1], ["y"] * w.shape[0], w, "test")
+
+    monkeypatch.setattr(mt.reporting, "attention_map", fake_map)
+    health = attention_health(None, None, ["a", "d"])  # type: ignore[arg-type]
+    assert (health.entropy, health.same_argmax, health.sentences, health.steps) == (0.0, 1.0, 1, 4)
+    health = attention_health(None, None, ["b"])  # type: ignore[arg-type]
+    assert (health.entropy, health.same_argmax) == (0.0, 0.0)
+    health = attention_health(None, None, ["c"])  # type: ignore[arg-type]
+    assert health.entropy == pytest.approx(1.0) and health.same_argmax == 1.0
+    both = attention_health(None, None, ["a", "b"])  # type: ignore[arg-type]
+    assert both.same_argmax == pytest.approx(3 / 6) and both.steps == 8
+    assert attention_health(None, None, ["d"]) is None  # type: ignore[arg-type]  # one subword
+
+
 def test_transformer_attention_hook_matches_sdpa() -> None:
     from mt.reporting import _transformer_weights
     from mt.transformer import CrossAttention, merge_heads, split_heads
@@ -276,6 +318,7 @@ def test_eval_report_logged_offline_to_wandb_and_csv(
     assert len({p.name.split("_")[0] for p in images}) == 2  # two fixed lines, two steps
     history = next(run.glob("run-*.wandb")).read_bytes()
     for key in (b"val/bleu_len_1-4", b"test/bleu_len_7+", b"train/tgt_tokens_seen",
+                b"val/attention_entropy", b"val/attention_same_argmax",
                 b"sacrebleu/bleu_signature", b"nrefs:1|case:mixed", b"zebra-config-7319"):
         assert key in history, key
 
@@ -285,6 +328,7 @@ def test_eval_report_logged_offline_to_wandb_and_csv(
     assert all(c["tgt_tokens_seen"] > 0 and c["wall_s"] > 0 for c in logs["curve"])
     header = csv_file.read_text().splitlines()[0].split(",")
     assert {"val/bleu_len_1-4", "test/bleu_len_5-6", "test/bleu"} <= set(header)
+    assert {"val/attention_entropy", "val/attention_same_argmax"} <= set(header)
 
 
 def test_eval_report_without_wandb(datamodule: TranslationDataModule, tmp_path: Path) -> None:
