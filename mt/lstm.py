@@ -132,11 +132,11 @@ class ResidualLSTM(nn.Module):
 
     Why: in a plain stacked decoder the attention query is the output of the *top* layer, which
     sees the previous target word only through every layer below it. Measured on a synthetic
-    pair with clause reordering (500 pieces, sentences of 5-40 words, 60 Adam steps at 2e-3), a
-    one-layer decoder reached validation NLL 2.0 with attention that moved along the source, a
-    plain two-layer ``nn.LSTM`` decoder 4.5 with its attention fixed on one source position for
-    the whole output (the same 4.4 for a minimal standalone model with a two-layer decoder), and
-    the residual stack learns like the one-layer decoder.
+    pair with clause reordering (BPE 500, sentences of 5-40 words, 60 Adam steps at 2e-3,
+    validation NLL): a one-layer decoder 2.0 with attention moving along the source, a plain
+    two-layer ``nn.LSTM`` decoder 4.5 with its attention on one source position for the whole
+    output (a minimal standalone model: 1.45 with one decoder layer, 4.2 with two). With the
+    lstm-small recipe (input feeding on) after 100 steps: 1.57 stacked, 1.43 residual.
 
     The state is ``(h, c)``, each (L, B, H) as in ``nn.LSTM``; dropout is applied between layers.
 
@@ -400,7 +400,7 @@ class LSTMSeq2Seq(Seq2SeqModule):
         # PyTorch's default LSTM initialisation, forget-gate bias included: a forget bias of 1
         # (Jozefowicz et al. 2015) made every encoder state carry more of the sentence, the memory
         # vectors more alike, and slowed learning where to attend (synthetic pair, 60 Adam steps:
-        # validation NLL 3.1 with it, 2.2 without).
+        # validation NLL 2.8 with it, 2.0 without).
         self.attention = Attention(attention, hidden_size)
         self.combine = nn.Linear(2 * hidden_size, hidden_size, bias=False)  # W_c
         self.output_proj = nn.Linear(hidden_size, vocab_size)  # W_s, b_s
