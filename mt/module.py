@@ -295,13 +295,22 @@ class Seq2SeqModule(L.LightningModule):
         # A checkpoint from before an option existed was trained with its old behaviour; a model
         # built from a newer config (``mt fit --ckpt_path``) must not silently change it.
         saved_hparams = checkpoint.get("hyper_parameters", {})
-        for name, old in self.checkpoint_defaults.items():
-            if name not in saved_hparams and self.hparams.get(name, old) != old:
-                raise CheckpointError(
-                    f"the checkpoint was trained before the model option {name!r} existed, i.e. "
-                    f"with {name}={old}; this model has {name}={self.hparams.get(name)}: set "
-                    f"--model.init_args.{name} {str(old).lower()}"
-                )
+        changed = {
+            name: old
+            for name, old in self.checkpoint_defaults.items()
+            if name not in saved_hparams and self.hparams.get(name, old) != old
+        }
+        if changed:  # one message naming every such option, so that one rerun suffices
+            raise CheckpointError(
+                "the checkpoint was trained before the model option(s) "
+                + ", ".join(repr(n) for n in changed)
+                + " existed, i.e. with "
+                + ", ".join(f"{n}={v}" for n, v in changed.items())
+                + "; this model has "
+                + ", ".join(f"{n}={self.hparams.get(n)}" for n in changed)
+                + ": set "
+                + " ".join(f"--model.init_args.{n} {str(v).lower()}" for n, v in changed.items())
+            )
         if "mt_tokenizer" not in checkpoint:
             return
         saved = Tokenizer(checkpoint["mt_tokenizer"])

@@ -7,7 +7,8 @@ reports what the scalar ``val/bleu`` hides:
   bucket, e.g. ``val/bleu_len_1-10``, ``val/bleu_len_51+``) and, during ``fit``,
   ``train/wall_s`` (wall-clock seconds since the fit started, carried over a resume) and
   ``train/tgt_tokens_seen`` (non-padding training target tokens so far, all ranks), so that
-  validation BLEU can be plotted against time and data (``scripts/compare.py`` does);
+  validation BLEU can be plotted against time and data (``scripts/compare.py`` does), and
+  ``val/attention_entropy`` / ``val/attention_same_argmax`` (:func:`attention_health`);
 * to every :class:`~lightning.pytorch.loggers.WandbLogger` only: a table of scores per bucket
   with sentence counts and bootstrap 95% intervals (``{split}/bleu_by_length``), a table of
   sample translations for fixed lines (``{split}/samples``), cross-attention heatmaps of a few
@@ -216,12 +217,13 @@ def attention_health(
     """:class:`AttentionHealth` of greedy translations of ``lines`` (see :func:`attention_map`:
     the LSTM's weights, or the Transformer's last-layer cross-attention averaged over heads).
 
-    None when the model exposes no attention weights or no line has two source subwords.
+    Sources of one subword (two positions with EOS) are skipped: they can only look at the word
+    or at EOS. None when the model exposes no attention weights or no source is longer.
     """
     entropy_sum, same, moves, sentences, steps = 0.0, 0, 0, 0, 0
     for line in lines:
         amap = attention_map(model, tokenizer, line)
-        if amap is None or amap.weights.shape[1] < 2:
+        if amap is None or amap.weights.shape[1] < 3:
             continue
         w = amap.weights.astype(np.float64)  # (T, S)
         ent = -(w * np.log(np.clip(w, 1e-12, None))).sum(axis=1) / math.log(w.shape[1])
@@ -459,12 +461,14 @@ class EvalReport(pl.Callback):
                 seed=self.seed,
             )
             metrics.update({f"{split}/bleu_len_{b.label}": b.bleu for b in buckets if b.n})
-            if split == "val" and self.n_health and pl_module.tokenizer is not None:
+            tokenizer = getattr(pl_module, "tokenizer", None)
+            if split == "val" and self.n_health and tokenizer is not None:
                 lines = pick_lines([len(line.split()) for line in sources], self.n_health)
-                health = attention_health(pl_module, pl_module.tokenizer, [sources[i] for i in lines])
+                health = attention_health(pl_module, tokenizer, [sources[i] for i in lines])
                 if health is not None:
                     metrics[f"{split}/attention_entropy"] = health.entropy
-                    metrics[f"{split}/attention_same_argmax"] = health.same_argmax
+                    if not math.isnan(health.same_argmax):  # NaN: every output one token long
+                        metrics[f"{split}/attention_same_argmax"] = health.same_argmax
         self._log_metrics(trainer, metrics, step)
 
         wandb_loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]

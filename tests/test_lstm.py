@@ -324,8 +324,11 @@ def test_embeddings_scaled_by_default_and_old_checkpoints_load_unscaled(
     with pytest.raises(CheckpointError, match="holds a LSTMSeq2Seq, not a TransformerSeq2Seq"):
         TransformerSeq2Seq.load_from_checkpoint(tmp_path / "old.ckpt")
     # Resuming it into a model built with the new default (mt fit --ckpt_path) is refused.
-    with pytest.raises(CheckpointError, match="before the model option 'scale_embeddings'"):
+    with pytest.raises(CheckpointError, match="option.s. 'scale_embeddings', 'residual_decoder'") as err:
         scaled.on_load_checkpoint(checkpoint)
+    assert "--model.init_args.scale_embeddings false --model.init_args.residual_decoder false" in str(
+        err.value
+    )
     with torch.no_grad():
         same = loaded(src, src == PAD_ID, tgt_in) - plain(src, src == PAD_ID, tgt_in)
     assert same.abs().max() == 0
@@ -342,6 +345,7 @@ def _reversal_batch(gen: torch.Generator, rows: int, vocab: int) -> tuple[Tensor
     return src, tgt_in, tgt_out, lengths
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("attention", "input_feeding"), CONFIGS, ids=CONFIG_IDS)
 def test_attention_follows_the_alignment(attention: str, input_feeding: bool) -> None:
     """Attention learns *where* to look instead of locking onto one source position.
@@ -350,7 +354,9 @@ def test_attention_follows_the_alignment(attention: str, input_feeding: bool) ->
     dropout, label smoothing) trains for 150 steps on reversal, whose alignment is known: output
     token t (teacher-forced) belongs to source position len-1-t. The argmax of its attention must
     be there, or on a neighbour (a bidirectional encoder state also describes the tokens beside
-    it), for at least 80% of the target tokens; a collapsed attention scores ~1/len.
+    it), for at least 80% of the target tokens; an attention fixed on one position scores about
+    3/len. Measured at this commit: 0.91-0.99 for the six cases (also 0.96-0.99 with the stacked
+    decoder of before: at this size the old model does not collapse).
     """
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)

@@ -258,7 +258,8 @@ def test_attention_health_tells_collapsed_from_moving_attention(
     collapsed[:, 0] = 1.0  # every output token on source position 0
     diagonal = np.eye(4, 5)  # one position further each token
     uniform = np.full((2, 4), 0.25)
-    maps = {"a": collapsed, "b": diagonal, "c": uniform, "d": np.ones((3, 1))}
+    one_subword = np.full((3, 2), 0.5)  # the subword and EOS: nothing to align
+    maps = {"a": collapsed, "b": diagonal, "c": uniform, "d": one_subword}
 
     def fake_map(model, tokenizer, line):  # noqa: ANN001, ANN202
         w = maps[line]
@@ -273,7 +274,7 @@ def test_attention_health_tells_collapsed_from_moving_attention(
     assert health.entropy == pytest.approx(1.0) and health.same_argmax == 1.0
     both = attention_health(None, None, ["a", "b"])  # type: ignore[arg-type]
     assert both.same_argmax == pytest.approx(3 / 6) and both.steps == 8
-    assert attention_health(None, None, ["d"]) is None  # type: ignore[arg-type]  # one subword
+    assert attention_health(None, None, ["d"]) is None  # type: ignore[arg-type]
 
 
 def test_transformer_attention_hook_matches_sdpa() -> None:
