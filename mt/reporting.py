@@ -334,10 +334,9 @@ class EvalReport(pl.Callback):
         super().__init__()
         if min(n_samples, n_attention, n_bootstrap, n_health) < 0:
             raise ValueError("n_samples, n_attention, n_bootstrap and n_health must be >= 0")
-        self.n_health = n_health
         if attention_max_words < 1:
             raise ValueError(f"attention_max_words must be >= 1, got {attention_max_words}")
-        self.n_samples, self.n_attention = n_samples, n_attention
+        self.n_samples, self.n_attention, self.n_health = n_samples, n_attention, n_health
         self.bucket_edges = [int(e) for e in bucket_edges]
         length_buckets([], [], [], self.bucket_edges, n_bootstrap=0)  # validates the edges
         self.n_bootstrap, self.seed = n_bootstrap, seed

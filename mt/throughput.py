@@ -129,13 +129,19 @@ def _linear_macs(modules: Iterable[nn.Module]) -> int:
     return sum(m.weight.numel() for m in modules if isinstance(m, nn.Linear))
 
 
-def _lstm_macs(lstm: nn.LSTM) -> int:
-    """Multiply-adds per time step of an ``nn.LSTM`` (all layers and directions).
+def _lstm_macs(module: nn.Module) -> int:
+    """Multiply-adds per time step of every ``nn.LSTM`` in ``module`` (all layers, directions).
 
     Every weight matrix (``weight_ih`` 4H x I, ``weight_hh`` 4H x H, ``weight_hr`` when projected)
     multiplies one vector per token, so the sum of their sizes is the per-token cost.
     """
-    return sum(p.numel() for name, p in lstm.named_parameters() if name.startswith("weight_"))
+    return sum(
+        p.numel()
+        for lstm in module.modules()
+        if isinstance(lstm, nn.LSTM)
+        for name, p in lstm.named_parameters()
+        if name.startswith("weight_")
+    )
 
 
 def transformer_flop_terms(model: nn.Module) -> list[FlopTerm]:
@@ -161,8 +167,6 @@ def transformer_flop_terms(model: nn.Module) -> list[FlopTerm]:
 
 def lstm_flop_terms(model: nn.Module) -> list[FlopTerm]:
     """Forward FLOP terms of a :class:`mt.lstm.LSTMSeq2Seq` (see module docstring)."""
-    encoder = model.encoder
-    enc_rnn = sum(_lstm_macs(m) for m in [*encoder.forward_layers, *encoder.backward_layers])
     attention = model.attention
     width = int(model.memory_proj.out_features)  # H of the memory, query and context
     src_linear = _linear_macs([model.memory_proj, attention.key_proj])
@@ -170,14 +174,10 @@ def lstm_flop_terms(model: nn.Module) -> list[FlopTerm]:
     # Score (dot product, or v_a . tanh(.) for bahdanau) + context: H + H per (t, s) pair.
     pair_macs = 2 * width
     return [
-        FlopTerm("encoder_lstm", "src", 2.0 * enc_rnn),
+        FlopTerm("encoder_lstm", "src", 2.0 * _lstm_macs(model.encoder)),
         FlopTerm("memory_and_key_projections", "src", 2.0 * src_linear),
         FlopTerm("bridge", "sentences", 2.0 * model.bridge_weight.numel()),
-        FlopTerm(
-            "decoder_lstm",
-            "tgt",
-            2.0 * sum(_lstm_macs(m) for m in model.decoder_rnn.modules() if isinstance(m, nn.LSTM)),
-        ),
+        FlopTerm("decoder_lstm", "tgt", 2.0 * _lstm_macs(model.decoder_rnn)),
         FlopTerm("query_and_combine_projections", "tgt", 2.0 * tgt_linear),
         FlopTerm("output_projection", "tgt", 2.0 * model.output_proj.weight.numel()),
         FlopTerm("attention", "src_tgt", 2.0 * pair_macs),

@@ -235,12 +235,21 @@ def test_tie_output_and_share_embeddings() -> None:
     assert shared.num_parameters() == sum(p.numel() for p in set(shared.parameters()))
 
 
-def reversal_corpus(n: int = 64, vocab: int = 12) -> tuple[Tensor, Tensor, Tensor, list[list[int]]]:
-    """src = ids + EOS, target = reversed ids: (src, tgt_in, tgt_out, target id lists)."""
-    gen = torch.Generator().manual_seed(0)
+def reversal_corpus(
+    n: int = 64,
+    vocab: int = 12,
+    lengths: tuple[int, int] = (3, 6),
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor, Tensor, list[list[int]]]:
+    """src = ids + EOS, target = reversed ids: (src, tgt_in, tgt_out, target id lists).
+
+    Sequences of ``lengths[0]``..``lengths[1]`` symbols, drawn from ``generator`` (default: a
+    fresh one seeded with 0, so the same corpus every call).
+    """
+    gen = generator if generator is not None else torch.Generator().manual_seed(0)
     ids = [
         torch.randint(4, vocab, (int(n_),), generator=gen).tolist()
-        for n_ in torch.randint(3, 7, (n,), generator=gen)
+        for n_ in torch.randint(lengths[0], lengths[1] + 1, (n,), generator=gen)
     ]
     targets = [row[::-1] for row in ids]
     src = pad_rows([row + [EOS_ID] for row in ids])
@@ -334,17 +343,6 @@ def test_embeddings_scaled_by_default_and_old_checkpoints_load_unscaled(
     assert same.abs().max() == 0
 
 
-def _reversal_batch(gen: torch.Generator, rows: int, vocab: int) -> tuple[Tensor, ...]:
-    """A fresh batch of reversing random sequences of 10-24 symbols: src (ids + EOS), tgt_in,
-    tgt_out, lengths (without EOS)."""
-    lengths = torch.randint(10, 25, (rows,), generator=gen)
-    ids = [torch.randint(4, vocab, (int(n),), generator=gen).tolist() for n in lengths]
-    src = pad_rows([row + [EOS_ID] for row in ids])
-    tgt_in = pad_rows([[BOS_ID] + row[::-1] for row in ids])
-    tgt_out = pad_rows([row[::-1] + [EOS_ID] for row in ids])
-    return src, tgt_in, tgt_out, lengths
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(("attention", "input_feeding"), CONFIGS, ids=CONFIG_IDS)
 def test_attention_follows_the_alignment(attention: str, input_feeding: bool) -> None:
@@ -368,7 +366,7 @@ def test_attention_follows_the_alignment(attention: str, input_feeding: bool) ->
     optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
     model.train()
     for _ in range(150):
-        src, tgt_in, tgt_out, _ = _reversal_batch(gen, 32, vocab)
+        src, tgt_in, tgt_out, _ = reversal_corpus(32, vocab, (10, 24), gen)
         logits = model(src, src == PAD_ID, tgt_in)
         loss = F.cross_entropy(
             logits.flatten(0, 1), tgt_out.flatten(), ignore_index=PAD_ID, label_smoothing=0.1
@@ -378,7 +376,8 @@ def test_attention_follows_the_alignment(attention: str, input_feeding: bool) ->
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
     model.eval()
-    src, tgt_in, _, lengths = _reversal_batch(gen, 64, vocab)
+    src, tgt_in, _, targets = reversal_corpus(64, vocab, (10, 24), gen)
+    lengths = torch.tensor([len(row) for row in targets])
     hits = total = 0
     with torch.no_grad():
         state = model.encode(src, src == PAD_ID)
