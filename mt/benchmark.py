@@ -272,7 +272,7 @@ class ModelSpec:
     Attributes:
         name: e.g. ``transformer-small`` (the config's file name) or ``transformer-base``.
         arch: ``transformer`` or ``lstm``.
-        init_args: ``TransformerSeq2Seq``/``LSTMSeq2Seq`` arguments, as in a config's
+        init_args: ``TransformerSeq2Seq``/``RNNSeq2Seq`` arguments, as in a config's
             ``model.init_args`` without the optimizer and scheduler.
         max_tokens: the training token budget of the config (``data.max_tokens``).
     """
@@ -289,9 +289,9 @@ class ModelSpec:
             from mt.transformer import TransformerSeq2Seq
 
             return TransformerSeq2Seq(vocab_size=vocab_size, **self.init_args)
-        from mt.lstm import LSTMSeq2Seq
+        from mt.rnn import RNNSeq2Seq
 
-        return LSTMSeq2Seq(vocab_size=vocab_size, **self.init_args)
+        return RNNSeq2Seq(vocab_size=vocab_size, **self.init_args)
 
 
 def spec_from_config(path: str | os.PathLike) -> ModelSpec:

@@ -47,14 +47,16 @@ So forward FLOPs = 2 [L_enc (4D^2 + 2DF) + 2 L_dec D^2] sum s + 2 [L_dec (6D^2 +
 The per-token sizes are read from the layers' weight shapes (the sum of ``nn.Linear`` weights in a
 layer), so a change of FFN or projection shapes is followed automatically.
 
-LSTM (``mt.lstm.LSTMSeq2Seq``; E embedding, H hidden size = encoder width per direction, V vocab)
------------------------------------------------------------------------------------------------
-An ``nn.LSTM`` layer with input size I computes 4 gates of width H from input and previous hidden:
-    4H (I + H) multiply-adds per token and direction (``weight_ih`` 4H x I, ``weight_hh`` 4H x H).
-Encoder: per source token, for each layer l and each of the two directions 4H (I_l + H) with
+Recurrent (``mt.rnn.RNNSeq2Seq``; E embedding, H hidden size = encoder width per direction, V vocab)
+-------------------------------------------------------------------------------------------------
+A recurrent layer with input size I computes G gates of width H from input and previous hidden
+(G = 4 for an ``nn.LSTM``, 3 for an ``nn.GRU``, 1 for an ``nn.RNN``):
+    G H (I + H) multiply-adds per token and direction (``weight_ih`` GH x I, ``weight_hh`` GH x H).
+Encoder: per source token, for each layer l and each of the two directions G H (I_l + H) with
     I_0 = E, I_l = 2H; then the memory projection W_m (2H x H).
-Bridge: per sentence, per decoder layer, one (2H x 2H) map of the final states.
-Decoder LSTM: per target token and layer 4H (I_l + H) with I_0 = E (+ H with input feeding), I_l = H.
+Bridge: per sentence, per decoder layer, one (2H x NH) map of the final states (N = 2 for an
+    LSTM's h and c, 1 otherwise).
+Decoder: per target token and layer G H (I_l + H) with I_0 = E (+ H with input feeding), I_l = H.
 Attention per target token: scores over the source (H per source token: the dot product, or
     v_a . tanh(...) for ``bahdanau``) and the context sum (H per source token): 2 H t_b s_b
     multiply-adds per sentence; ``luong_general`` and ``bahdanau`` add W_a / W_k (H x H) per source
@@ -129,17 +131,18 @@ def _linear_macs(modules: Iterable[nn.Module]) -> int:
     return sum(m.weight.numel() for m in modules if isinstance(m, nn.Linear))
 
 
-def _lstm_macs(module: nn.Module) -> int:
-    """Multiply-adds per time step of every ``nn.LSTM`` in ``module`` (all layers, directions).
+def _rnn_macs(module: nn.Module) -> int:
+    """Multiply-adds per time step of every ``nn.LSTM``/``nn.GRU``/``nn.RNN`` in ``module``.
 
-    Every weight matrix (``weight_ih`` 4H x I, ``weight_hh`` 4H x H, ``weight_hr`` when projected)
+    Every weight matrix (``weight_ih`` GH x I, ``weight_hh`` GH x H with G = 4 gates for an LSTM,
+    3 for a GRU, 1 for an RNN; ``weight_hr`` when projected)
     multiplies one vector per token, so the sum of their sizes is the per-token cost.
     """
     return sum(
         p.numel()
-        for lstm in module.modules()
-        if isinstance(lstm, nn.LSTM)
-        for name, p in lstm.named_parameters()
+        for rnn in module.modules()
+        if isinstance(rnn, nn.RNNBase)
+        for name, p in rnn.named_parameters()
         if name.startswith("weight_")
     )
 
@@ -165,8 +168,8 @@ def transformer_flop_terms(model: nn.Module) -> list[FlopTerm]:
     ]
 
 
-def lstm_flop_terms(model: nn.Module) -> list[FlopTerm]:
-    """Forward FLOP terms of a :class:`mt.lstm.LSTMSeq2Seq` (see module docstring)."""
+def rnn_flop_terms(model: nn.Module) -> list[FlopTerm]:
+    """Forward FLOP terms of a :class:`mt.rnn.RNNSeq2Seq`, any cell (see module docstring)."""
     attention = model.attention
     width = int(model.memory_proj.out_features)  # H of the memory, query and context
     src_linear = _linear_macs([model.memory_proj, attention.key_proj])
@@ -174,10 +177,10 @@ def lstm_flop_terms(model: nn.Module) -> list[FlopTerm]:
     # Score (dot product, or v_a . tanh(.) for bahdanau) + context: H + H per (t, s) pair.
     pair_macs = 2 * width
     return [
-        FlopTerm("encoder_lstm", "src", 2.0 * _lstm_macs(model.encoder)),
+        FlopTerm("encoder_rnn", "src", 2.0 * _rnn_macs(model.encoder)),
         FlopTerm("memory_and_key_projections", "src", 2.0 * src_linear),
         FlopTerm("bridge", "sentences", 2.0 * model.bridge_weight.numel()),
-        FlopTerm("decoder_lstm", "tgt", 2.0 * _lstm_macs(model.decoder_rnn)),
+        FlopTerm("decoder_rnn", "tgt", 2.0 * _rnn_macs(model.decoder_rnn)),
         FlopTerm("query_and_combine_projections", "tgt", 2.0 * tgt_linear),
         FlopTerm("output_projection", "tgt", 2.0 * model.output_proj.weight.numel()),
         FlopTerm("attention", "src_tgt", 2.0 * pair_macs),
@@ -188,15 +191,15 @@ def flop_terms(model: nn.Module) -> list[FlopTerm]:
     """The forward FLOP terms of an mt model, dispatched on its class.
 
     Raises:
-        TypeError: ``model`` is neither a ``TransformerSeq2Seq`` nor an ``LSTMSeq2Seq``.
+        TypeError: ``model`` is neither a ``TransformerSeq2Seq`` nor an ``RNNSeq2Seq``.
     """
-    from mt.lstm import LSTMSeq2Seq
+    from mt.rnn import RNNSeq2Seq
     from mt.transformer import TransformerSeq2Seq
 
     if isinstance(model, TransformerSeq2Seq):
         return transformer_flop_terms(model)
-    if isinstance(model, LSTMSeq2Seq):
-        return lstm_flop_terms(model)
+    if isinstance(model, RNNSeq2Seq):
+        return rnn_flop_terms(model)
     raise TypeError(f"no FLOP formula for {type(model).__name__}")
 
 

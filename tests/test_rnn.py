@@ -1,5 +1,6 @@
-"""Tests for mt.lstm: shapes, exactness under padding, causality, step-vs-whole equivalence,
-state reordering, configuration errors and a small overfitting run."""
+"""Tests for mt.rnn (LSTM, GRU and RNN cells): shapes, exactness under padding, causality,
+step-vs-whole equivalence, state reordering, configuration errors, checkpoints of the LSTM model
+from before the cell option, a small overfitting run and attention that follows an alignment."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mt.lstm import (
+from mt.lstm import LSTMSeq2Seq
+from mt.rnn import (
     ATTENTION_TYPES,
-    BiLSTMEncoder,
-    LSTMSeq2Seq,
-    LSTMState,
+    CELLS,
+    BiRNNEncoder,
+    RNNSeq2Seq,
+    RNNState,
     reverse_index,
     reverse_padded,
 )
@@ -26,11 +29,14 @@ from mt.tokenizer import BOS_ID, EOS_ID, PAD_ID
 torch.set_num_threads(1)
 
 VOCAB, EMBED, HIDDEN = 50, 16, 32
-CONFIGS = list(itertools.product(ATTENTION_TYPES, [False, True]))
-CONFIG_IDS = [f"{att}-{'feed' if feed else 'nofeed'}" for att, feed in CONFIGS]
+CONFIGS = list(itertools.product(CELLS, ATTENTION_TYPES, [False, True]))
+CONFIG_IDS = [f"{cell}-{att}-{'feed' if feed else 'nofeed'}" for cell, att, feed in CONFIGS]
+PARAMS = ("cell", "attention", "input_feeding")
 
 
-def make_model(attention: str, input_feeding: bool, **kwargs: object) -> LSTMSeq2Seq:
+def make_model(
+    attention: str, input_feeding: bool, cls: type[RNNSeq2Seq] = RNNSeq2Seq, **kwargs: object
+) -> RNNSeq2Seq:
     torch.manual_seed(0)
     args: dict[str, object] = dict(
         vocab_size=VOCAB,
@@ -42,7 +48,7 @@ def make_model(attention: str, input_feeding: bool, **kwargs: object) -> LSTMSeq
         input_feeding=input_feeding,
     )
     args.update(kwargs)
-    return LSTMSeq2Seq(**args).eval()  # type: ignore[arg-type]
+    return cls(**args).eval()  # type: ignore[arg-type]
 
 
 def pad_rows(rows: list[list[int]], width: int | None = None) -> Tensor:
@@ -64,23 +70,24 @@ def random_batch(seed: int = 1) -> tuple[list[list[int]], list[list[int]]]:
 
 
 @torch.no_grad()
-def logits_of(model: LSTMSeq2Seq, src: Tensor, tgt_in: Tensor) -> Tensor:
+def logits_of(model: RNNSeq2Seq, src: Tensor, tgt_in: Tensor) -> Tensor:
     return model(src, src == PAD_ID, tgt_in)
 
 
-@pytest.mark.parametrize(("attention", "input_feeding"), CONFIGS, ids=CONFIG_IDS)
+@pytest.mark.parametrize(PARAMS, CONFIGS, ids=CONFIG_IDS)
 @torch.no_grad()
-def test_shapes(attention: str, input_feeding: bool) -> None:
-    model = make_model(attention, input_feeding, decoder_layers=3)
+def test_shapes(cell: str, attention: str, input_feeding: bool) -> None:
+    model = make_model(attention, input_feeding, cell=cell, decoder_layers=3)
     src_rows, tgt_rows = random_batch()
     src, tgt_in = pad_rows(src_rows), pad_rows(tgt_rows)
     mask = src == PAD_ID
     (batch, src_len), tgt_len = src.shape, tgt_in.size(1)
 
     state = model.encode(src, mask)
-    assert isinstance(state, LSTMState)
+    assert isinstance(state, RNNState)
     assert state.memory.shape == state.keys.shape == (batch, src_len, HIDDEN)
-    assert state.hidden[0].shape == state.hidden[1].shape == (3, batch, HIDDEN)
+    assert len(state.hidden) == (2 if cell == "lstm" else 1)  # (h, c) or (h,)
+    assert all(t.shape == (3, batch, HIDDEN) for t in state.hidden)
     assert state.attentional.shape == (batch, HIDDEN)
     assert state.attention is None
     assert torch.all(state.memory[mask] == 0)
@@ -104,13 +111,15 @@ def test_reverse_padded_is_an_involution() -> None:
     torch.testing.assert_close(reverse_padded(rev, index), x)
 
 
+@pytest.mark.parametrize("cell", CELLS)
 @torch.no_grad()
-def test_encoder_matches_packed_bidirectional_lstm() -> None:
-    """Parity with PyTorch's packed bidirectional nn.LSTM (same weights): outputs and finals."""
+def test_encoder_matches_packed_bidirectional_rnn(cell: str) -> None:
+    """Parity with PyTorch's packed bidirectional nn.LSTM/GRU/RNN (same weights): outputs and
+    final hidden states."""
     torch.manual_seed(0)
     layers = 2
-    encoder = BiLSTMEncoder(EMBED, HIDDEN, layers, dropout=0.0).eval()
-    reference = nn.LSTM(EMBED, HIDDEN, layers, batch_first=True, bidirectional=True).eval()
+    encoder = BiRNNEncoder(EMBED, HIDDEN, layers, dropout=0.0, cell=cell).eval()
+    reference = CELLS[cell](EMBED, HIDDEN, layers, batch_first=True, bidirectional=True).eval()
     for layer in range(layers):
         for direction, lstm in [
             ("", encoder.forward_layers[layer]),
@@ -124,16 +133,17 @@ def test_encoder_matches_packed_bidirectional_lstm() -> None:
 
     outputs, finals = encoder(x, mask)
     packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-    ref_packed, (ref_h, _) = reference(packed)
+    ref_packed, ref_state = reference(packed)
+    ref_h = ref_state[0] if cell == "lstm" else ref_state
     ref_out, _ = nn.utils.rnn.pad_packed_sequence(ref_packed, batch_first=True, total_length=7)
     torch.testing.assert_close(outputs, ref_out, atol=1e-6, rtol=0)
     ref_finals = ref_h.view(layers, 2, 4, HIDDEN).permute(0, 2, 1, 3).reshape(layers, 4, 2 * HIDDEN)
     torch.testing.assert_close(finals, ref_finals, atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize(("attention", "input_feeding"), CONFIGS, ids=CONFIG_IDS)
-def test_padding_invariance(attention: str, input_feeding: bool) -> None:
-    model = make_model(attention, input_feeding)
+@pytest.mark.parametrize(PARAMS, CONFIGS, ids=CONFIG_IDS)
+def test_padding_invariance(cell: str, attention: str, input_feeding: bool) -> None:
+    model = make_model(attention, input_feeding, cell=cell)
     src_rows, tgt_rows = random_batch()
     src, tgt_in = pad_rows(src_rows), pad_rows(tgt_rows)
     ref = logits_of(model, src, tgt_in)  # (B, T, V)
@@ -149,9 +159,9 @@ def test_padding_invariance(attention: str, input_feeding: bool) -> None:
         torch.testing.assert_close(alone[0], ref[i, : len(t)], atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize(("attention", "input_feeding"), CONFIGS, ids=CONFIG_IDS)
-def test_decoder_is_causal(attention: str, input_feeding: bool) -> None:
-    model = make_model(attention, input_feeding)
+@pytest.mark.parametrize(PARAMS, CONFIGS, ids=CONFIG_IDS)
+def test_decoder_is_causal(cell: str, attention: str, input_feeding: bool) -> None:
+    model = make_model(attention, input_feeding, cell=cell)
     src_rows, tgt_rows = random_batch()
     src, tgt_in = pad_rows(src_rows), pad_rows(tgt_rows)
     ref = logits_of(model, src, tgt_in)
@@ -164,10 +174,12 @@ def test_decoder_is_causal(attention: str, input_feeding: bool) -> None:
 
 
 @pytest.mark.parametrize("residual", [True, False], ids=["residual", "stacked"])
-@pytest.mark.parametrize(("attention", "input_feeding"), CONFIGS, ids=CONFIG_IDS)
+@pytest.mark.parametrize(PARAMS, CONFIGS, ids=CONFIG_IDS)
 @torch.no_grad()
-def test_decode_step_matches_decode(attention: str, input_feeding: bool, residual: bool) -> None:
-    model = make_model(attention, input_feeding, residual_decoder=residual)
+def test_decode_step_matches_decode(
+    cell: str, attention: str, input_feeding: bool, residual: bool
+) -> None:
+    model = make_model(attention, input_feeding, cell=cell, residual_decoder=residual)
     src_rows, tgt_rows = random_batch()
     src, tgt_in = pad_rows(src_rows), pad_rows(tgt_rows)
     state = model.encode(src, src == PAD_ID)
@@ -211,24 +223,43 @@ def test_hparams_and_rebuild() -> None:
     assert hp["vocab_size"] == VOCAB and hp["label_smoothing"] == 0.2 and hp["beam_size"] == 4
     assert "kwargs" not in hp and "optimizer" not in hp
     # mt.module.load_checkpoint rebuilds the model from its hparams alone.
-    rebuilt = LSTMSeq2Seq(**hp)
+    rebuilt = RNNSeq2Seq(**hp)
     rebuilt.load_state_dict(model.state_dict())
     assert rebuilt.num_parameters() == model.num_parameters()
 
 
-def test_invalid_attention() -> None:
+def test_invalid_attention_and_cell() -> None:
     with pytest.raises(ValueError, match="attention='dot'") as err:
-        LSTMSeq2Seq(VOCAB, attention="dot")  # type: ignore[arg-type]
+        RNNSeq2Seq(VOCAB, attention="dot")  # type: ignore[arg-type]
     for name in ATTENTION_TYPES:
         assert name in str(err.value)
+    with pytest.raises(ValueError, match="cell='lstmm' is not supported; choose one of 'lstm', 'gru', 'rnn'"):
+        RNNSeq2Seq(VOCAB, cell="lstmm")  # type: ignore[arg-type]
+
+
+def test_a_checkpoint_of_one_cell_is_refused_by_another() -> None:
+    from mt.module import CheckpointError
+
+    gru = make_model("luong_general", False, cell="gru")
+    checkpoint = {"hyper_parameters": dict(gru.hparams), "state_dict": gru.state_dict()}
+    gru.on_save_checkpoint(checkpoint)
+    lstm = make_model("luong_general", False)
+    with pytest.raises(CheckpointError, match="cell='gru'.*cell='lstm'.*--model.init_args.cell gru"):
+        lstm.on_load_checkpoint(checkpoint)
+    # An LSTM checkpoint from before the option (no "cell" in it) is an LSTM.
+    old = make_model("luong_general", False)
+    checkpoint = {"hyper_parameters": {k: v for k, v in old.hparams.items() if k != "cell"}}
+    with pytest.raises(CheckpointError, match="cell='lstm'"):
+        gru.on_load_checkpoint(checkpoint)
+    old.on_load_checkpoint(checkpoint)  # accepted
 
 
 def test_tie_output_and_share_embeddings() -> None:
     with pytest.raises(ValueError, match="embed_dim=16.*hidden_size=32"):
-        LSTMSeq2Seq(VOCAB, embed_dim=16, hidden_size=32, tie_output=True)
-    shared = LSTMSeq2Seq(VOCAB, embed_dim=32, hidden_size=32, tie_output=True)
+        RNNSeq2Seq(VOCAB, embed_dim=16, hidden_size=32, tie_output=True)
+    shared = RNNSeq2Seq(VOCAB, embed_dim=32, hidden_size=32, tie_output=True)
     assert shared.output_proj.weight is shared.tgt_embed.weight is shared.src_embed.weight
-    separate = LSTMSeq2Seq(VOCAB, embed_dim=32, hidden_size=32, share_embeddings=False)
+    separate = RNNSeq2Seq(VOCAB, embed_dim=32, hidden_size=32, share_embeddings=False)
     assert separate.tgt_embed is not separate.src_embed
     # Tied and shared matrices are counted once.
     assert separate.num_parameters() - shared.num_parameters() == 2 * VOCAB * 32
@@ -266,16 +297,16 @@ def token_accuracy(hyps: list[list[int]], refs: list[list[int]]) -> float:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("attention", "input_feeding"), CONFIGS, ids=CONFIG_IDS)
-def test_overfits_reversal(attention: str, input_feeding: bool) -> None:
+@pytest.mark.parametrize(PARAMS, CONFIGS, ids=CONFIG_IDS)
+def test_overfits_reversal(cell: str, attention: str, input_feeding: bool) -> None:
     start = time.perf_counter()
     vocab = 12
     src, tgt_in, tgt_out, targets = reversal_corpus(vocab=vocab)
     mask = src == PAD_ID
     torch.manual_seed(0)
-    model = LSTMSeq2Seq(
+    model = RNNSeq2Seq(
         vocab, embed_dim=EMBED, hidden_size=HIDDEN, encoder_layers=1, decoder_layers=1,
-        attention=attention, input_feeding=input_feeding, dropout=0.0,
+        attention=attention, input_feeding=input_feeding, dropout=0.0, cell=cell,
     )  # fmt: skip
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     accuracy = 0.0
@@ -309,8 +340,10 @@ def test_embeddings_scaled_by_default_and_old_checkpoints_load_unscaled(
     from mt.tokenizer import train_tokenizer
     from mt.transformer import TransformerSeq2Seq
 
-    scaled = make_model("luong_general", True)
-    plain = make_model("luong_general", True, scale_embeddings=False, residual_decoder=False)
+    scaled = make_model("luong_general", True, cls=LSTMSeq2Seq)
+    plain = make_model(
+        "luong_general", True, cls=LSTMSeq2Seq, scale_embeddings=False, residual_decoder=False
+    )
     assert scaled.embed_scale == EMBED**0.5 and plain.embed_scale == 1.0
     assert isinstance(plain.decoder_rnn, nn.LSTM) and plain.decoder_rnn.num_layers == 2
     src = pad_rows([[5, 6, 7, EOS_ID]])
@@ -321,10 +354,11 @@ def test_embeddings_scaled_by_default_and_old_checkpoints_load_unscaled(
 
     tokenizer = train_tokenizer([tiny_corpus / "train.de", tiny_corpus / "train.en"], 300)
     plain.tokenizer = tokenizer
-    old_options = {"scale_embeddings", "residual_decoder"}
+    old_options = {"scale_embeddings", "residual_decoder", "cell"}
     hparams = {k: v for k, v in plain.hparams.items() if k not in old_options}
     checkpoint = {"hyper_parameters": hparams, "state_dict": plain.state_dict()}
     plain.on_save_checkpoint(checkpoint)
+    assert checkpoint["mt_class"] == "mt.lstm.LSTMSeq2Seq"  # the class name old checkpoints hold
     torch.save(checkpoint, tmp_path / "old.ckpt")
     loaded = load_checkpoint(tmp_path / "old.ckpt")
     assert isinstance(loaded, LSTMSeq2Seq) and loaded.embed_scale == 1.0
@@ -344,8 +378,8 @@ def test_embeddings_scaled_by_default_and_old_checkpoints_load_unscaled(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("attention", "input_feeding"), CONFIGS, ids=CONFIG_IDS)
-def test_attention_follows_the_alignment(attention: str, input_feeding: bool) -> None:
+@pytest.mark.parametrize(PARAMS, CONFIGS, ids=CONFIG_IDS)
+def test_attention_follows_the_alignment(cell: str, attention: str, input_feeding: bool) -> None:
     """Attention learns *where* to look instead of locking onto one source position.
 
     The shipped architecture in miniature (two encoder and two decoder layers, tied embeddings,
@@ -359,9 +393,9 @@ def test_attention_follows_the_alignment(attention: str, input_feeding: bool) ->
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
     vocab, hidden = 40, 64
-    model = LSTMSeq2Seq(
+    model = RNNSeq2Seq(
         vocab, embed_dim=hidden, hidden_size=hidden, attention=attention,
-        input_feeding=input_feeding, dropout=0.1, tie_output=True,
+        input_feeding=input_feeding, dropout=0.1, tie_output=True, cell=cell,
     )  # fmt: skip
     optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
     model.train()
