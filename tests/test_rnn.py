@@ -377,8 +377,19 @@ def test_embeddings_scaled_by_default_and_old_checkpoints_load_unscaled(
     assert same.abs().max() == 0
 
 
+# Every attention type with input feeding on and off for the LSTM; for the GRU and the RNN every
+# attention type once, input feeding alternating (the full product would add ~2 CPU minutes).
+ALIGNMENT_CASES = [c for c in CONFIGS if c[0] == "lstm"] + [
+    (cell, attention, (i + j) % 2 == 0)
+    for j, cell in enumerate(["gru", "rnn"])
+    for i, attention in enumerate(ATTENTION_TYPES)
+]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(PARAMS, CONFIGS, ids=CONFIG_IDS)
+@pytest.mark.parametrize(
+    PARAMS, ALIGNMENT_CASES, ids=[CONFIG_IDS[CONFIGS.index(c)] for c in ALIGNMENT_CASES]
+)
 def test_attention_follows_the_alignment(cell: str, attention: str, input_feeding: bool) -> None:
     """Attention learns *where* to look instead of locking onto one source position.
 
@@ -387,8 +398,8 @@ def test_attention_follows_the_alignment(cell: str, attention: str, input_feedin
     token t (teacher-forced) belongs to source position len-1-t. The argmax of its attention must
     be there, or on a neighbour (a bidirectional encoder state also describes the tokens beside
     it), for at least 80% of the target tokens; an attention fixed on one position scores about
-    3/len. Measured at this commit: 0.91-0.99 for the six cases (also 0.96-0.99 with the stacked
-    decoder of before: at this size the old model does not collapse).
+    3/len. Measured at e6d6fd1: 0.91-0.99 for the six LSTM cases (also 0.96-0.99 with the
+    stacked decoder of before: at this size the old model does not collapse).
     """
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
