@@ -14,7 +14,11 @@ Guarantees (each one is tested):
   splitting, and every split or cropped line is reported on stderr with its line number;
 * input is decoded as strict UTF-8 (``--errors replace`` to replace and warn instead); lines are
   split on ``\\n`` only and a trailing ``\\r`` (CRLF) is removed;
-* a batch that runs out of memory is retried in halves, down to single sentences.
+* a batch that runs out of memory is retried in halves, down to single sentences;
+* the output file is written atomically (a temporary file in its folder, renamed into place once
+  every line is written and counted): a failed or killed run leaves an earlier output untouched;
+  the output folder is checked, and the output compared with the input by device and inode
+  (hard and symbolic links included), before the model is loaded.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ import contextlib
 import io
 import os
 import re
+import stat
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -35,16 +41,20 @@ from typing import BinaryIO, Literal, TextIO
 import torch
 from torch import nn
 
+from mt.atomic import atomic_write
 from mt.search import Hypothesis, search
 from mt.tokenizer import EOS_ID, PAD_ID, Tokenizer
 
 __all__ = [
     "TranslateError",
     "TranslateStats",
+    "TranslateUsageError",
     "Translation",
     "Translator",
     "is_out_of_memory",
+    "check_paths",
     "main",
+    "open_output",
     "read_lines",
     "resolve_device",
 ]
@@ -65,6 +75,14 @@ _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")
 
 class TranslateError(RuntimeError):
     """An error for the user: ``main`` prints it as one line ``error: <message>`` and exits 1."""
+
+    exit_status = 1
+
+
+class TranslateUsageError(TranslateError):
+    """Bad input from the command line (an unusable ``--output``): exit status 2."""
+
+    exit_status = 2
 
 
 @dataclass
@@ -511,7 +529,10 @@ where INDEX is the 0-based input line number and SCORE the length-normalised log
 Empty or whitespace-only input lines give empty translations without running the model. The
 input is split on "\\n" only; a trailing "\\r" (CRLF) is removed. Lines are translated whole
 (no truncation) unless --max-input-tokens is given. The numbers of input and output lines are
-compared at the end: a difference is an error (exit 1).
+compared at the end: a difference is an error (exit 1). The output file is written to a
+temporary file in its folder and renamed into place only when complete: a failed or killed run
+leaves an earlier output untouched. An unusable --output (missing or unwritable folder, the input
+file itself) is an error before the model is loaded (exit 2).
 """
 
 
@@ -617,18 +638,12 @@ def main(argv: Sequence[str] | None = None, *, loader: ModelLoader | None = None
         return _run(args, loader or _load_checkpoint)
     except TranslateError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
-        return 1
+        return err.exit_status
 
 
 def _run(args: argparse.Namespace, loader: ModelLoader) -> int:
     # Check the cheap things before loading the model, and open the output only after it.
-    if args.input != "-":
-        in_path = Path(args.input)
-        if not in_path.is_file():
-            what = "is a directory" if in_path.is_dir() else "not found"
-            raise TranslateError(f"input file {what}: {args.input}")
-        if args.output != "-" and Path(args.output).resolve() == in_path.resolve():
-            raise TranslateError(f"--output is the same file as --input: {args.output}")
+    check_paths(args.input, args.output)
     ckpt = Path(args.checkpoint)
     if not ckpt.is_file():
         what = "is a directory" if ckpt.is_dir() else "not found"
@@ -656,29 +671,103 @@ def _run(args: argparse.Namespace, loader: ModelLoader) -> int:
             in_stream, in_name = sys.stdin.buffer, "<stdin>"
         else:
             in_stream, in_name = stack.enter_context(open(args.input, "rb")), args.input
-        if args.output == "-":
-            out = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="\n")
-            stack.callback(out.detach)  # flush, but never close the process's stdout
-            stack.callback(out.flush)
-        else:
-            out = stack.enter_context(open(args.output, "w", encoding="utf-8", newline="\n"))
+        out = stack.enter_context(open_output(args.output))
         lines = read_lines(in_stream, in_name, args.errors, warn=_stderr_warning)
         stats = translator.translate_stream(
             lines, out, chunk_lines=args.chunk_lines, progress=None if args.quiet else sys.stderr
         )
-
-    expected = stats.lines_in * args.nbest
-    written = stats.lines_out
-    if args.output != "-":
-        written = _count_lines(args.output)
-    if written != expected:
-        raise TranslateError(
-            f"line count mismatch: {stats.lines_in} input lines but {written} output lines "
-            f"in {args.output if args.output != '-' else '<stdout>'} (expected {expected})"
-        )
+        # Compared before the output is renamed into place: a short output never replaces a file.
+        expected = stats.lines_in * args.nbest
+        written = stats.lines_out
+        if args.output != "-" and os.path.isfile(out.name):
+            out.flush()
+            written = _count_lines(out.name)
+        if written != expected:
+            raise TranslateError(
+                f"line count mismatch: {stats.lines_in} input lines but {written} output lines "
+                f"for {args.output if args.output != '-' else '<stdout>'} (expected {expected})"
+            )
     if not args.quiet:
         print(stats.summary(), file=sys.stderr, flush=True)
     return 0
+
+
+def check_paths(input: str, output: str) -> None:
+    """Check ``--input`` and ``--output`` before anything is loaded.
+
+    The input must be a file (``-``: stdin). The output (``-``: stdout) must be in an existing,
+    writable folder and must not be the input file itself: compared by device and inode, so a hard
+    link or a symbolic link to the input is caught as well as the same path.
+
+    Raises:
+        TranslateError: naming the path; an unusable output path is a usage error (exit 2).
+    """
+    if input != "-":
+        in_path = Path(input)
+        if not in_path.is_file():
+            what = "is a directory" if in_path.is_dir() else "not found"
+            raise TranslateError(f"input file {what}: {input}")
+    if output == "-":
+        return
+    target = Path(os.path.realpath(output))
+    if target.is_dir():
+        raise TranslateUsageError(f"--output is a directory: {output}")
+    folder = target.parent
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise TranslateUsageError(f"--output {output}: the folder {folder} {what}")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise TranslateUsageError(
+            f"--output {output}: cannot write to the folder {folder} ({reason})"
+        ) from None
+    os.close(fd)
+    os.unlink(probe)
+    if not target.exists():
+        return
+    if input != "-":
+        if os.path.samefile(input, target):
+            raise TranslateUsageError(
+                f"--output is the same file as --input (same device and inode): {output}"
+            )
+    elif _is_regular(sys.stdin) and os.path.samestat(os.fstat(sys.stdin.fileno()), target.stat()):
+        raise TranslateUsageError(f"--output is the same file as the standard input: {output}")
+
+
+def _is_regular(stream: TextIO) -> bool:
+    try:
+        return stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return False
+
+
+@contextlib.contextmanager
+def open_output(output: str) -> Iterator[TextIO]:
+    """The output stream of a translation run: UTF-8 with ``\n`` line ends.
+
+    ``-`` is stdout (flushed, never closed). A file is written atomically (:func:`atomic_write`):
+    to a temporary file in its folder, renamed into place only when the ``with`` block succeeds,
+    so a failed or killed run leaves an earlier output untouched. A symbolic link is followed (its
+    target is replaced, the link kept). Something other than a regular file (``/dev/null``, a
+    FIFO) is written in place.
+    """
+    if output == "-":
+        out = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="\n")
+        try:
+            yield out
+        finally:
+            out.flush()
+            out.detach()  # never close the process's stdout
+        return
+    target = os.path.realpath(output)
+    if os.path.exists(target) and not os.path.isfile(target):
+        with open(target, "w", encoding="utf-8", newline="\n") as out:
+            yield out
+        return
+    with atomic_write(target, "w", encoding="utf-8", newline="\n") as out:
+        yield out
 
 
 def _count_lines(path: str | os.PathLike) -> int:

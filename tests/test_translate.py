@@ -7,6 +7,7 @@ normalises it (``decode(encode(line))``), so line count, order and content can a
 from __future__ import annotations
 
 import io
+import os
 import random
 import subprocess
 import sys
@@ -343,7 +344,7 @@ def test_user_errors_are_one_line(tokenizer: Tokenizer, tmp_path: Path, capsys) 
         model, "--checkpoint", str(tmp_path / "m.ckpt"), "--input", str(existing),
         "--output", str(existing),
     )  # fmt: skip
-    assert rc == 1 and "same file" in capsys.readouterr().err
+    assert rc == 2 and "same file" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--checkpoint", "x", "--beam-size", "2", "--nbest", "3"])
 
@@ -419,3 +420,141 @@ def test_corrupt_checkpoint_is_one_line_error(
     err = capsys.readouterr().err
     assert err.startswith("error: ") and len(err.splitlines()) == 1
     assert str(corrupt) in err
+
+
+# ------------------------------------------------------------------------- output never destroyed
+
+
+def _translate_files(model: nn.Module, tmp_path: Path, src: Path, out: Path, *extra: str) -> int:
+    return run_main(
+        model,
+        "--checkpoint", str(tmp_path / "m.ckpt"), "--input", str(src), "--output", str(out),
+        "--beam-size", "1", "--quiet", *extra,
+    )  # fmt: skip
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp"))
+
+
+@pytest.mark.parametrize("link", ["hard", "symbolic"])
+def test_output_linked_to_the_input_is_refused(
+    tokenizer: Tokenizer, tmp_path: Path, link: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "in.txt"
+    src.write_text("The cat sleeps.\nThe dog runs.\n", encoding="utf-8")
+    out = tmp_path / "sub" / "out.txt"
+    out.parent.mkdir()
+    (out.hardlink_to if link == "hard" else out.symlink_to)(src)
+    rc = _translate_files(CopyModel(tokenizer), tmp_path, src, out)
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert err == f"error: --output is the same file as --input (same device and inode): {out}\n"
+    assert src.read_text(encoding="utf-8") == "The cat sleeps.\nThe dog runs.\n"
+
+
+def test_failed_run_leaves_the_earlier_output_untouched(
+    tokenizer: Tokenizer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src, out = tmp_path / "in.txt", tmp_path / "out.txt"
+    src.write_text("The cat.\nThe dog.\n", encoding="utf-8")
+    assert _translate_files(CopyModel(tokenizer), tmp_path, src, out) == 0
+    good = out.read_bytes()
+    assert good == b"The cat.\nThe dog.\n"
+    src.write_bytes(b"The river.\n" * 5 + b"\xff\xfe binary\n")  # fails on line 6
+    rc = _translate_files(CopyModel(tokenizer), tmp_path, src, out, "--chunk-lines", "2")
+    assert rc == 1 and "line 6: invalid UTF-8" in capsys.readouterr().err
+    assert out.read_bytes() == good
+    assert _leftovers(tmp_path) == []
+
+
+def test_output_follows_the_umask_and_keeps_a_symlink(tokenizer: Tokenizer, tmp_path: Path) -> None:
+    src = tmp_path / "in.txt"
+    src.write_text("The cat.\n", encoding="utf-8")
+    real, link = tmp_path / "real.txt", tmp_path / "link.txt"
+    real.write_text("old\n", encoding="utf-8")
+    real.chmod(0o640)
+    link.symlink_to(real)
+    assert _translate_files(CopyModel(tokenizer), tmp_path, src, link) == 0
+    assert link.is_symlink() and real.read_text(encoding="utf-8") == "The cat.\n"
+    assert real.stat().st_mode & 0o777 == 0o640  # the replaced file's mode is kept
+    old_mask = os.umask(0o027)
+    try:
+        new = tmp_path / "new.txt"
+        assert _translate_files(CopyModel(tokenizer), tmp_path, src, new) == 0
+    finally:
+        os.umask(old_mask)
+    assert new.stat().st_mode & 0o777 == 0o640  # 0o666 minus the umask, not mkstemp's 0o600
+
+
+_KILLED_RUN = """
+import os, signal, sys
+sys.path.insert(0, {tests!r})
+from test_translate import CopyModel
+from mt.tokenizer import Tokenizer
+from mt.translate import main
+
+class DiesInTheThirdChunk(CopyModel):
+    def encode(self, src, src_pad_mask):
+        if len(self.batch_sizes) == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().encode(src, src_pad_mask)
+
+model = DiesInTheThirdChunk(Tokenizer.from_file({spm!r}))
+main(sys.argv[1:], loader=lambda path, map_location: model)
+"""
+
+
+def test_killed_run_leaves_the_earlier_output_untouched(tokenizer: Tokenizer, tmp_path: Path) -> None:
+    spm_file, src, out = tmp_path / "spm.model", tmp_path / "in.txt", tmp_path / "out.txt"
+    spm_file.write_bytes(tokenizer.model_proto)
+    src.write_text("".join(f"The cat {i}.\n" for i in range(10)), encoding="utf-8")
+    (tmp_path / "m.ckpt").write_bytes(b"placeholder")
+    out.write_text("an earlier complete translation\n", encoding="utf-8")
+    code = _KILLED_RUN.format(tests=str(REPO / "tests"), spm=str(spm_file))
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "--checkpoint", str(tmp_path / "m.ckpt"), "--input",
+         str(src), "--output", str(out), "--beam-size", "1", "--chunk-lines", "3", "--quiet"],
+        capture_output=True, text=True, timeout=120, cwd=REPO,
+    )  # fmt: skip
+    assert proc.returncode == -9, proc.stderr
+    assert out.read_text(encoding="utf-8") == "an earlier complete translation\n"
+    # what was written before the kill sits in a hidden temporary file, not under the output name
+    (partial,) = _leftovers(tmp_path)
+    assert partial.startswith(".out.txt.")
+    assert (tmp_path / partial).read_text(encoding="utf-8").count("\n") == 6
+
+
+def test_output_folder_is_checked_before_the_model_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "in.txt"
+    src.write_text("The cat.\n", encoding="utf-8")
+    (tmp_path / "m.ckpt").write_bytes(b"placeholder")
+
+    def loader(path: str, map_location: str) -> nn.Module:
+        raise AssertionError("the model was loaded before the output path was checked")
+
+    def run(output: Path) -> int:
+        args = ["--checkpoint", str(tmp_path / "m.ckpt"), "--input", str(src)]
+        return main([*args, "--output", str(output)], loader=loader)
+
+    missing = tmp_path / "no-such-folder" / "out.txt"
+    assert run(missing) == 2
+    assert capsys.readouterr().err == (
+        f"error: --output {missing}: the folder {missing.parent} does not exist\n"
+    )
+    assert run(src / "out.txt") == 2
+    assert capsys.readouterr().err == f"error: --output {src / 'out.txt'}: the folder {src} is not a folder\n"
+    assert run(tmp_path) == 2
+    assert capsys.readouterr().err == f"error: --output is a directory: {tmp_path}\n"
+
+    def read_only(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("mt.translate.tempfile.mkstemp", read_only)  # as root, chmod would not do
+    assert run(tmp_path / "out.txt") == 2
+    assert capsys.readouterr().err == (
+        f"error: --output {tmp_path / 'out.txt'}: cannot write to the folder {tmp_path} "
+        "(Permission denied)\n"
+    )
