@@ -31,7 +31,7 @@ from mt.cluster import (
 )
 from mt.corpora import DataError
 from mt.data import TranslationDataModule
-from mt.module import CheckpointError, Seq2SeqModule
+from mt.module import CheckpointError, Seq2SeqModule, checkpoint_tokenizer
 from mt.tokenizer import TokenizerError
 
 RUN_ID_FILE = "wandb_run_id"
@@ -162,15 +162,32 @@ class MTCLI(LightningCLI):
                         "new W&B run."
                     )
         _check_if_file(ckpt_path)
+        _use_checkpoint_tokenizer(self.datamodule, ckpt_path)
 
     before_fit = before_validate = before_test = before_predict = _check_ckpt_path
 
 
+def _is_local_file(ckpt_path: Any) -> bool:
+    """Whether a --ckpt_path names a local file (not ``last``/``best``/``hpc``/a URL)."""
+    if not isinstance(ckpt_path, str | os.PathLike):
+        return False
+    return str(ckpt_path) not in {"last", "best", "hpc"} and "://" not in str(ckpt_path)
+
+
 def _check_if_file(ckpt_path: Any) -> None:
-    """check_checkpoint_file for a local --ckpt_path (not ``last``/``best``/``hpc``/a URL)."""
-    if isinstance(ckpt_path, str | os.PathLike) and str(ckpt_path) not in {"last", "best", "hpc"}:
-        if "://" not in str(ckpt_path):
-            check_checkpoint_file(ckpt_path)
+    """check_checkpoint_file for a local --ckpt_path."""
+    if _is_local_file(ckpt_path):
+        check_checkpoint_file(ckpt_path)
+
+
+def _use_checkpoint_tokenizer(datamodule: Any, ckpt_path: Any) -> None:
+    """Encode the data with the tokenizer a local ``--ckpt_path`` checkpoint carries, so that a
+    model is evaluated (or resumed) with its own subwords, not with whatever this machine's
+    cache holds."""
+    if isinstance(datamodule, TranslationDataModule) and _is_local_file(ckpt_path):
+        tokenizer = checkpoint_tokenizer(ckpt_path)
+        if tokenizer is not None:
+            datamodule.use_tokenizer(tokenizer, f"the checkpoint {ckpt_path}")
 
 
 def main(args: list[str] | None = None) -> int:

@@ -35,7 +35,7 @@ from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 from mt.data import Batch
 from mt.search import DecoderState as State
 from mt.search import search
-from mt.tokenizer import PAD_ID, Tokenizer
+from mt.tokenizer import PAD_ID, Tokenizer, describe_difference
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], Optimizer]
 SchedulerFactory = Callable[[Optimizer], LRScheduler]
@@ -200,10 +200,7 @@ class Seq2SeqModule(L.LightningModule):
                     f"built for vocab_size={self.vocab_size}"
                 )
             if self.tokenizer is not None and self.tokenizer.fingerprint != tokenizer.fingerprint:
-                raise ValueError(
-                    "the checkpoint's sentencepiece model differs from the data module's: the "
-                    "model would read the wrong subwords (different data or vocab settings?)"
-                )
+                raise CheckpointError(_tokenizer_mismatch(self.tokenizer, tokenizer))
             self.tokenizer = tokenizer
 
     @torch.no_grad()
@@ -317,10 +314,7 @@ class Seq2SeqModule(L.LightningModule):
         # Lightning runs setup() (which takes the data module's tokenizer) before it restores a
         # --ckpt_path checkpoint: the two must be the same sentencepiece model.
         if self.tokenizer is not None and self.tokenizer.fingerprint != saved.fingerprint:
-            raise CheckpointError(
-                "the checkpoint's sentencepiece model differs from the data module's: the model "
-                "would read the wrong subwords (different data or data.vocab_size/tokenizer_type?)"
-            )
+            raise CheckpointError(_tokenizer_mismatch(saved, self.tokenizer))
         self.tokenizer = saved
 
     @classmethod
@@ -342,6 +336,35 @@ class Seq2SeqModule(L.LightningModule):
                 f"{checkpoint_path}: holds a {type(model).__name__}, not a {cls.__name__}"
             )
         return model
+
+
+def _tokenizer_mismatch(model_tokenizer: Tokenizer, data_tokenizer: Tokenizer) -> str:
+    return (
+        "the model's sentencepiece model differs from the one the data module encoded the data "
+        f"with ({describe_difference(model_tokenizer, data_tokenizer)}): the model would read "
+        "the wrong subwords. Give the data module the model's tokenizer "
+        "(TranslationDataModule.use_tokenizer; `mt` does so for --ckpt_path) or train a new model"
+    )
+
+
+def checkpoint_tokenizer(path: str | os.PathLike) -> Tokenizer | None:
+    """The sentencepiece model a checkpoint carries (None if it carries none).
+
+    Read with ``weights_only=True`` and memory-mapped, so the weights are not read into memory.
+
+    Raises:
+        CheckpointError: the file is not a readable checkpoint.
+    """
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # zip errors, unpickling errors, EOF: all mean "unreadable"
+        raise CheckpointError(_unreadable(path, err)) from None
+    proto = ckpt.get("mt_tokenizer") if isinstance(ckpt, dict) else None
+    return Tokenizer(proto) if proto is not None else None
+
+
+def _unreadable(path: str | os.PathLike, err: Exception) -> str:
+    return f"{path}: not a readable checkpoint ({type(err).__name__}: {err})"
 
 
 def gather_unique(rows: list[tuple[int, str, str]]) -> list[tuple[int, str, str]]:
@@ -370,7 +393,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Seq2S
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # zip errors, unpickling errors, EOF: all mean "unreadable"
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
+        raise CheckpointError(_unreadable(path, err)) from None
     if not isinstance(ckpt, dict) or "mt_class" not in ckpt or "state_dict" not in ckpt:
         raise CheckpointError(f"{path}: not an mt checkpoint (no model class or weights in it)")
     module_name, _, class_name = ckpt["mt_class"].rpartition(".")

@@ -126,6 +126,46 @@ def test_fit_then_validate_then_translate_from_checkpoint_alone(
     assert torch.equal(next(again.parameters()), next(loaded.parameters()))
 
 
+@pytest.fixture(scope="module")
+def fitted(tiny_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], Path]:
+    """A tiny transformer fitted once for this module's tests: (its config arguments, last.ckpt)."""
+    tmp_path = tmp_path_factory.mktemp("fitted")
+    overlay = tiny_overlay(tmp_path, tiny_corpus, "transformer")
+    configs = ["--config", "configs/transformer-small.yaml", "--config", str(overlay)]
+    mt("fit", *configs, "--data.cache_dir", str(tmp_path / "cache"))
+    return configs, tmp_path / "ckpt" / "last.ckpt"
+
+
+def test_test_with_a_checkpoint_and_an_empty_cache(fitted: tuple[list[str], Path], tmp_path: Path) -> None:
+    """The README's `mt test --ckpt_path` on a machine whose cache is empty: the data is encoded
+    with the checkpoint's own tokenizer, none is trained."""
+    configs, ckpt = fitted
+    cache = tmp_path / "empty-cache"
+    test = mt("test", *configs, "--ckpt_path", str(ckpt), "--data.cache_dir", str(cache))
+    assert "test/bleu" in test.stdout
+    assert not [p.name for p in cache.iterdir() if p.name.startswith("spm-")]
+
+
+def test_test_with_a_checkpoint_whose_tokenizer_the_data_would_not_train(
+    fitted: tuple[list[str], Path], tiny_corpus: Path, tmp_path: Path
+) -> None:
+    """A checkpoint trained with another sentencepiece model than a fresh training here would
+    give (another version, another machine) is evaluated with its own."""
+    from mt.tokenizer import train_tokenizer
+
+    configs, ckpt = fitted
+    files = [tiny_corpus / "train.de", tiny_corpus / "train.en"]
+    bpe = train_tokenizer(files, vocab_size=300, model_type="bpe")
+    state = torch.load(ckpt, weights_only=True)
+    state["mt_tokenizer"] = bpe.model_proto
+    other = tmp_path / "other.ckpt"
+    torch.save(state, other)
+    cache = tmp_path / "cache"
+    test = mt("test", *configs, "--ckpt_path", str(other), "--data.cache_dir", str(cache))
+    assert "test/bleu" in test.stdout
+    assert not [p.name for p in cache.iterdir() if p.name.startswith("spm-")]
+
+
 def test_missing_corpus_is_one_line_error(tmp_path: Path) -> None:
     proc = mt(
         "fit", "--config", "configs/transformer-small.yaml", "--data.data_dir", str(tmp_path / "nowhere"),
@@ -148,5 +188,5 @@ def test_checkpoint_with_another_tokenizer_is_refused(tiny_corpus: Path, tmp_pat
     model = TransformerSeq2Seq(vocab_size=300, d_model=16, n_heads=2, encoder_layers=1, decoder_layers=1, ffn_dim=32)
     model.tokenizer = data_tok
     model.on_load_checkpoint({"mt_tokenizer": data_tok.model_proto})  # the same model: fine
-    with pytest.raises(CheckpointError, match="sentencepiece model differs"):
+    with pytest.raises(CheckpointError, match=r"sentencepiece model differs .*\(300 pieces each, \d+ of"):
         model.on_load_checkpoint({"mt_tokenizer": other_tok.model_proto})
