@@ -127,6 +127,9 @@ class Seq2SeqModule(L.LightningModule):
         self.max_len_a, self.max_len_b = max_len_a, max_len_b
         self.use_compile = compile  # not `self.compile`: that is nn.Module.compile()
         self.tokenizer: Tokenizer | None = None
+        # The longest source (subwords) training used: the data module's max_len, read from the
+        # checkpoint by load_checkpoint; translation splits longer lines (None: unknown).
+        self.trained_max_len: int | None = None
         self._eval_outputs: list[tuple[int, str, str]] = []
 
     # -- the model interface (implemented by subclasses) ------------------------------------
@@ -407,6 +410,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Seq2S
     model = model_cls(**{**model_cls.checkpoint_defaults, **hparams})
     model.load_state_dict(ckpt["state_dict"])
     model.on_load_checkpoint(ckpt)
+    model.trained_max_len = (ckpt.get("datamodule_hyper_parameters") or {}).get("max_len")
     if model.tokenizer is None:
         raise CheckpointError(f"{path}: the checkpoint carries no sentencepiece model")
     return model.eval()

@@ -222,7 +222,7 @@ def test_read_lines_splits_on_newline_only() -> None:
     assert list(read_lines(io.BytesIO(b"\n"), "x")) == [""]
 
 
-def test_max_input_tokens_splits_and_crops(
+def test_max_input_tokens_splits_at_sentences_then_words(
     tokenizer: Tokenizer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     sentences = [long_line(6, seed=s).capitalize() + p for s, p in enumerate(".!?;.")]
@@ -235,22 +235,48 @@ def test_max_input_tokens_splits_and_crops(
     limit = 50
     assert len(tokenizer.encode([splittable])[0]) > limit
     assert all(len(ids) <= limit for ids in tokenizer.encode(sentences))
+    model = CopyModel(tokenizer)
     rc = run_main(
-        CopyModel(tokenizer),
+        model,
         "--checkpoint", str(tmp_path / "m.ckpt"), "--input", str(path), "--output", str(out),
         "--max-input-tokens", str(limit), "--beam-size", "2",
     )  # fmt: skip
     assert rc == 0
     err = capsys.readouterr().err
-    assert "warning: line 2: " in err and "split" in err
-    assert "warning: line 4: " in err and "cropped" in err
+    assert "warning: line 2: " in err and "warning: line 4: " in err and "split into" in err
     assert "line 1:" not in err
-    assert "1 split, 1 cropped" in err  # line 4 is one piece: cropped, not split
+    assert "2 split" in err
     got = out.read_text(encoding="utf-8").split("\n")[:-1]
     assert len(got) == 4
     assert got[0] == "Short line."
     assert got[1] == normalised(tokenizer, splittable)  # pieces joined with a space
-    assert got[3] == tokenizer.decode([tokenizer.encode([unsplittable])[0][:limit]])[0]
+    assert got[3] == normalised(tokenizer, unsplittable)  # split between words: nothing cropped
+    assert max(width for _, width in model.batch_shapes) <= limit + 1  # + EOS
+
+
+def test_a_20000_word_line_is_split_not_shortened(
+    tokenizer: Tokenizer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """By default a line longer than the model was trained on (its checkpoint's data.max_len)
+    is split and its pieces' translations joined: one output line, nothing dropped, counted."""
+    huge = long_line(20_000, seed=3)
+    lines = ["The cat sleeps.", huge, ""]
+    path, out = tmp_path / "in.txt", tmp_path / "out.txt"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    model = CopyModel(tokenizer)
+    model.trained_max_len = 256
+    rc = run_main(
+        model, "--checkpoint", str(tmp_path / "m.ckpt"), "--input", str(path),
+        "--output", str(out), "--beam-size", "1",
+    )  # fmt: skip
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert "summary: 3 lines in, 3 lines out, 1 empty, 1 split," in err
+    assert "warning: line 2: " in err and "> --max-input-tokens 256: split into" in err
+    got = out.read_text(encoding="utf-8").split("\n")[:-1]
+    assert len(got) == 3 and got[0] == "The cat sleeps." and got[2] == ""
+    assert got[1] == normalised(tokenizer, huge)  # every word of the 20,000 is there
+    assert max(width for _, width in model.batch_shapes) <= 257
 
 
 def test_out_of_memory_is_retried_in_halves(tokenizer: Tokenizer) -> None:
@@ -362,8 +388,10 @@ def test_script_reports_errors_without_traceback(tmp_path: Path) -> None:
     assert proc.stdout == ""
 
 
-def _write_checkpoint(path: Path, tokenizer: Tokenizer) -> None:
-    """A tiny untrained Transformer saved the way training saves it (weights + hooks)."""
+def _write_checkpoint(path: Path, tokenizer: Tokenizer, max_len: int | None = None) -> None:
+    """A tiny untrained Transformer saved the way training saves it (weights + hooks); with
+    ``max_len``, the data module's hyperparameters say it was trained on at most that many
+    subwords per sentence."""
     from mt.transformer import TransformerSeq2Seq
 
     torch.manual_seed(0)
@@ -378,6 +406,8 @@ def _write_checkpoint(path: Path, tokenizer: Tokenizer) -> None:
     )
     model.tokenizer = tokenizer
     ckpt = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}
+    if max_len is not None:
+        ckpt["datamodule_hyper_parameters"] = {"max_len": max_len}
     model.on_save_checkpoint(ckpt)
     torch.save(ckpt, path)
 
@@ -403,6 +433,24 @@ def test_script_with_a_real_checkpoint(tokenizer: Tokenizer, tmp_path: Path) -> 
     rows = [r.split(" ||| ") for r in out.read_text(encoding="utf-8").split("\n")[:-1]]
     assert [int(r[0]) for r in rows] == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
     assert rows[2][2] == rows[3][2] == rows[4][2] == rows[5][2] == ""
+
+
+def test_script_splits_lines_longer_than_the_checkpoint_was_trained_on(
+    tokenizer: Tokenizer, tmp_path: Path
+) -> None:
+    ckpt = tmp_path / "tiny.ckpt"
+    _write_checkpoint(ckpt, tokenizer, max_len=32)
+    path, out = tmp_path / "in.txt", tmp_path / "out.txt"
+    path.write_text(f"The cat sleeps.\n{long_line(100, seed=4)}\n", encoding="utf-8")
+    script = [sys.executable, str(REPO / "scripts" / "translate.py"), "--checkpoint", str(ckpt)]
+    proc = subprocess.run(
+        [*script, "--input", str(path), "--output", str(out), "--beam-size", "1", "--device", "cpu"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "summary: 2 lines in, 2 lines out, 0 empty, 1 split," in proc.stderr
+    assert "warning: line 2: " in proc.stderr and "--max-input-tokens 32" in proc.stderr
+    assert out.read_text(encoding="utf-8").count("\n") == 2
 
 
 def test_corrupt_checkpoint_is_one_line_error(
