@@ -31,7 +31,13 @@ from mt.cluster import (
 )
 from mt.corpora import DataError
 from mt.data import TranslationDataModule
-from mt.module import CheckpointError, Seq2SeqModule, checkpoint_tokenizer
+from mt.module import (
+    CheckpointError,
+    Seq2SeqModule,
+    check_checkpoint_model,
+    checkpoint_tokenizer,
+)
+from mt.options import OptionError
 from mt.tokenizer import TokenizerError
 
 RUN_ID_FILE = "wandb_run_id"
@@ -140,6 +146,7 @@ class MTCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         if subcommand:
             _check_if_file(self.config[subcommand].get("ckpt_path"))
+            _check_checkpoint_model(self.config[subcommand])
 
     def _check_ckpt_path(self) -> None:
         """Resolve ``--ckpt_path last`` (SLURM's hpc checkpoints included) and check the file
@@ -167,25 +174,36 @@ class MTCLI(LightningCLI):
     before_fit = before_validate = before_test = before_predict = _check_ckpt_path
 
 
-def _is_local_file(ckpt_path: Any) -> bool:
-    """Whether a --ckpt_path names a local file (not ``last``/``best``/``hpc``/a URL)."""
-    if not isinstance(ckpt_path, str | os.PathLike):
-        return False
-    return str(ckpt_path) not in {"last", "best", "hpc"} and "://" not in str(ckpt_path)
+def _local_ckpt_path(ckpt_path: Any) -> Path | None:
+    """A --ckpt_path that names a local file (not ``last``/``best``/``hpc``/a URL), else None."""
+    if isinstance(ckpt_path, str | os.PathLike) and str(ckpt_path) not in {"last", "best", "hpc"}:
+        if "://" not in str(ckpt_path):
+            return Path(ckpt_path)
+    return None
 
 
 def _check_if_file(ckpt_path: Any) -> None:
-    """check_checkpoint_file for a local --ckpt_path."""
-    if _is_local_file(ckpt_path):
-        check_checkpoint_file(ckpt_path)
+    """check_checkpoint_file for a local --ckpt_path (not ``last``/``best``/``hpc``/a URL)."""
+    if (path := _local_ckpt_path(ckpt_path)) is not None:
+        check_checkpoint_file(path)
+
+
+def _check_checkpoint_model(config: Any) -> None:
+    """Refuse a --ckpt_path checkpoint whose model class is not mt's or not the config's, before
+    LightningCLI imports the class the checkpoint names."""
+    path = _local_ckpt_path(config.get("ckpt_path"))
+    if path is not None and path.is_file():
+        model = config.get("model")
+        check_checkpoint_model(path, model.get("class_path") if model is not None else None)
 
 
 def _use_checkpoint_tokenizer(datamodule: Any, ckpt_path: Any) -> None:
     """Encode the data with the tokenizer a local ``--ckpt_path`` checkpoint carries, so that a
     model is evaluated (or resumed) with its own subwords, not with whatever this machine's
     cache holds."""
-    if isinstance(datamodule, TranslationDataModule) and _is_local_file(ckpt_path):
-        tokenizer = checkpoint_tokenizer(ckpt_path)
+    path = _local_ckpt_path(ckpt_path)
+    if isinstance(datamodule, TranslationDataModule) and path is not None:
+        tokenizer = checkpoint_tokenizer(path)
         if tokenizer is not None:
             datamodule.use_tokenizer(tokenizer, f"the checkpoint {ckpt_path}")
 
@@ -220,7 +238,25 @@ def main(args: list[str] | None = None) -> int:
         # checkpoint): the message names the file/line/option; a traceback would add nothing.
         print(f"mt: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    except Exception as err:
+        # A constructor's range check (data.max_tokens -5, model.init_args.dropout 1.5): one
+        # line naming the key, also where jsonargparse wraps it into its own ValueError.
+        if (option_error := _cause(err, OptionError)) is None:
+            raise
+        print(f"mt: error: {option_error}", file=sys.stderr)
+        raise SystemExit(2) from None
     return 0
+
+
+def _cause(err: BaseException | None, kind: type[BaseException]) -> BaseException | None:
+    """The first exception of type ``kind`` in the chain of ``err`` (its causes/contexts)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, kind):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, OnExceptionCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
-from mt.module import CheckpointError
+from mt.module import CheckpointError, unreadable_checkpoint
 
 # --------------------------------------------------------------------------------------------
 # Checkpoint files
@@ -146,9 +146,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         except Exception as err:
             if not get_filesystem(path).exists(path):
                 raise
-            raise CheckpointError(
-                f"{path}: not a readable checkpoint ({type(err).__name__}: {err})"
-            ) from err
+            raise unreadable_checkpoint(path, err) from err
 
 
 def install_atomic_checkpoint_io(trainer: pl.Trainer) -> bool:

@@ -35,6 +35,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mt.corpora import DataError, check_text_file, sha256_file
+from mt.options import require
 from mt.tokenizer import (
     BOS_ID,
     EOS_ID,
@@ -468,6 +469,13 @@ class TranslationDataModule(L.LightningDataModule):
         cache_dir: str | None = None,
     ) -> None:
         super().__init__()
+        for key, value in [("max_tokens", max_tokens), ("max_len", max_len),
+                           ("pad_to_multiple", pad_to_multiple)]:  # fmt: skip
+            require(f"data.{key}", value, value >= 1, ">= 1")
+        require("data.eval_max_tokens", eval_max_tokens, eval_max_tokens is None or eval_max_tokens >= 1,
+                ">= 1 (or null: data.max_tokens)")  # fmt: skip
+        require("data.max_len_ratio", max_len_ratio, max_len_ratio >= 1, ">= 1")
+        require("data.num_workers", num_workers, num_workers >= 0, ">= 0")
         if src_lang == tgt_lang:
             raise DataError(f"src_lang and tgt_lang are both {src_lang!r}")
         self.save_hyperparameters()

@@ -58,6 +58,28 @@ def test_config_errors_name_the_key(override: list[str], expected: str) -> None:
         assert "bahdanau" in proc.stderr and "luong_dot" in proc.stderr  # the allowed values
 
 
+@pytest.mark.parametrize(
+    "config, override, expected",
+    [
+        ("transformer-small", ["--data.max_tokens", "-5"], "data.max_tokens=-5: must be >= 1"),
+        ("transformer-small", ["--model.init_args.dropout", "1.5"],
+         "model.init_args.dropout=1.5: must be in [0, 1)"),
+        ("lstm-small", ["--model.init_args.beam_size", "0"], "model.init_args.beam_size=0: must be >= 1"),
+    ],
+    ids=["data-max-tokens", "transformer-dropout", "lstm-beam-size"],
+)  # fmt: skip
+def test_values_out_of_range_are_one_line_errors_before_the_data(
+    config: str, override: list[str], expected: str, tmp_path: Path
+) -> None:
+    proc = mt(
+        "fit", "--config", f"configs/{config}.yaml", *override, "--trainer.logger", "false",
+        "--data.data_dir", str(tmp_path / "nowhere"), check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert f"mt: error: {expected}\n" in proc.stderr
+    assert "Traceback" not in proc.stderr and "nowhere" not in proc.stderr  # no data was read
+
+
 def test_config_for_the_wrong_class_is_rejected(tmp_path: Path) -> None:
     cfg = yaml.safe_load((ROOT / "configs/transformer-small.yaml").read_text())
     cfg["model"]["class_path"] = "mt.lstm.LSTMSeq2Seq"  # transformer arguments for an LSTM
@@ -164,6 +186,55 @@ def test_test_with_a_checkpoint_whose_tokenizer_the_data_would_not_train(
     test = mt("test", *configs, "--ckpt_path", str(other), "--data.cache_dir", str(cache))
     assert "test/bleu" in test.stdout
     assert not [p.name for p in cache.iterdir() if p.name.startswith("spm-")]
+
+
+@pytest.mark.parametrize("subcommand", ["test", "validate", "fit"])
+def test_pickled_checkpoint_is_refused_in_one_line(
+    subcommand: str, fitted: tuple[list[str], Path], tmp_path: Path
+) -> None:
+    """A zip-pickle (not weights-only) checkpoint: one line, exit 2, no advice to load it with
+    weights_only=False (which would run whatever it holds)."""
+    from fractions import Fraction
+
+    configs, ckpt = fitted
+    state = torch.load(ckpt, weights_only=True)
+    state["hyper_parameters"]["label_smoothing"] = Fraction(1, 10)  # a pickled Python object
+    pickled = tmp_path / "pickled.ckpt"
+    torch.save(state, pickled)
+    proc = mt(subcommand, *configs, "--ckpt_path", str(pickled), check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert f"mt: error: {pickled}: refusing to load: the checkpoint holds pickled Python objects" in proc.stderr
+    assert "fractions.Fraction" in proc.stderr
+    assert "weights_only=False" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_checkpoint_naming_a_class_outside_mt_is_refused_before_import(
+    fitted: tuple[list[str], Path], tmp_path: Path
+) -> None:
+    configs, ckpt = fitted
+    state = torch.load(ckpt, weights_only=True)
+    state["hyper_parameters"]["_class_path"] = "this.Model"  # importing `this` prints the Zen
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save(state, foreign)
+    proc = mt("test", *configs, "--ckpt_path", str(foreign), check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert f"mt: error: {foreign}: refusing to load the model class 'this.Model'" in proc.stderr
+    assert "Beautiful is better than ugly" not in proc.stdout + proc.stderr
+
+
+def test_checkpoint_of_another_model_class_than_the_config_is_refused(
+    fitted: tuple[list[str], Path], tiny_corpus: Path, tmp_path: Path
+) -> None:
+    """A Transformer checkpoint with the LSTM's config (or the other way round) would silently
+    run the checkpoint's model and file its results under the config's run name."""
+    _, ckpt = fitted
+    lstm = ["--config", "configs/lstm-small.yaml", "--config", str(tiny_overlay(tmp_path, tiny_corpus, "lstm"))]
+    proc = mt("test", *lstm, "--ckpt_path", str(ckpt), check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert (
+        f"mt: error: {ckpt} holds a TransformerSeq2Seq model but the config's model is LSTMSeq2Seq"
+    ) in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_missing_corpus_is_one_line_error(tmp_path: Path) -> None:
