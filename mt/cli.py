@@ -12,11 +12,13 @@ import os
 import sys
 import uuid
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import lightning.pytorch.loggers as pl_loggers
+import yaml
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
@@ -218,6 +220,7 @@ def main(args: list[str] | None = None) -> int:
     # which Lightning's check for a resumable *data loader* does not see.
     warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before")
     try:
+        check_config_files(sys.argv[1:] if args is None else args)
         MTCLI(
             Seq2SeqModule,
             TranslationDataModule,
@@ -246,6 +249,40 @@ def main(args: list[str] | None = None) -> int:
         print(f"mt: error: {option_error}", file=sys.stderr)
         raise SystemExit(2) from None
     return 0
+
+
+def check_config_files(args: Sequence[str]) -> None:
+    """Read every ``--config``/``-c`` file as YAML before LightningCLI does, so that a syntax
+    error names the file, line and column (jsonargparse parses the text and reports it as
+    ``"<unicode string>"``).
+
+    Raises:
+        OptionError: one line, e.g. ``configs/x.yaml line 3, column 14: did not find expected
+            ',' or '}' (while parsing a flow mapping that starts at line 2, column 3)``.
+    """
+    for i, arg in enumerate(args):
+        if arg in ("-c", "--config") and i + 1 < len(args):
+            path = args[i + 1]
+        elif arg.startswith("--config="):
+            path = arg.partition("=")[2]
+        else:
+            continue
+        if not os.path.isfile(path):
+            continue  # jsonargparse says so, or it is a YAML string rather than a file
+        try:
+            with open(path, encoding="utf-8") as f:
+                yaml.safe_load(f)
+        except UnicodeDecodeError as err:
+            raise OptionError(f"{path}: not UTF-8 text (byte {err.start + 1})") from None
+        except yaml.MarkedYAMLError as err:
+            where = f" line {err.problem_mark.line + 1}, column {err.problem_mark.column + 1}"
+            context = ""
+            if err.context and err.context_mark is not None:
+                start = err.context_mark
+                context = f" ({err.context} that starts at line {start.line + 1}, column {start.column + 1})"
+            raise OptionError(f"{path}{where if err.problem_mark else ''}: {err.problem}{context}") from None
+        except yaml.YAMLError as err:
+            raise OptionError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
 
 
 def _cause(err: BaseException | None, kind: type[BaseException]) -> BaseException | None:

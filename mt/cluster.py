@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -42,6 +41,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, OnExceptionCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
+from mt.atomic import atomic_write
 from mt.module import CheckpointError, unreadable_checkpoint
 
 # --------------------------------------------------------------------------------------------
@@ -59,33 +59,14 @@ def _local(path: str | os.PathLike) -> Path:
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to ``path`` through a temporary file in the same directory and a rename.
-
-    Readers see either the old file or the complete new one, never a partial file: the data is
-    fsynced before the rename and the directory after it.
+    """``torch.save`` to ``path`` through :func:`mt.atomic.atomic_write` (a temporary file in the
+    same directory, fsynced, then renamed): readers see either the old file or the complete new
+    one, never a partial file. The file gets the umask's permissions, like any other output.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
+    with atomic_write(path, "wb") as f:
+        torch.save(obj, f)
 
 
 def check_checkpoint_file(path: str | os.PathLike, verify_crc: bool = True) -> None:

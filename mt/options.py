@@ -18,7 +18,8 @@ __all__ = ["OptionError", "require"]
 
 
 class OptionError(ValueError):
-    """A configuration value outside its range; the message starts with the key."""
+    """A bad configuration: a value outside its range (the message starts with the key) or a
+    config file that is not valid YAML (the message starts with the file)."""
 
 
 def require(key: str, value: Any, ok: bool, what: str) -> None:

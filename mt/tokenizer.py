@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Literal
@@ -176,12 +177,27 @@ def train_tokenizer(
         )
     except RuntimeError as err:
         msg = (str(err).strip().splitlines() or [repr(err)])[-1].rstrip(".")
-        hint = " Choose a smaller vocab_size." if "ocabulary size" in msg else ""
         raise TokenizerError(
             f"sentencepiece could not train vocab_size={vocab_size} on "
-            f"{', '.join(map(str, files))}: {msg}.{hint}"
+            f"{', '.join(map(str, files))}: {_explain_trainer_error(msg)}"
         ) from None
     return Tokenizer(model.getvalue())
+
+
+def _explain_trainer_error(message: str) -> str:
+    """Sentencepiece's vocabulary-size errors in a sentence that says which way to go."""
+    if found := re.search(r"Vocabulary size too high \((\d+)\)\. .*<= (\d+)", message):
+        return (
+            f"the text supports at most {found[2]} pieces; choose a smaller vocab_size "
+            f"(<= {found[2]})"
+        )
+    if found := re.search(r"Vocabulary size is smaller than required_chars\. (\d+) vs (\d+)", message):
+        return (
+            f"the text has more distinct characters than vocab_size leaves room for (with the "
+            f"byte and special pieces it needs {found[2]}); choose a larger vocab_size "
+            f"(>= {found[2]})"
+        )
+    return message + "."
 
 
 def tokenizer_cache_key(

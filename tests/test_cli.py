@@ -80,6 +80,17 @@ def test_values_out_of_range_are_one_line_errors_before_the_data(
     assert "Traceback" not in proc.stderr and "nowhere" not in proc.stderr  # no data was read
 
 
+def test_yaml_syntax_error_names_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  class_path: mt.transformer.TransformerSeq2Seq\n  init_args: {d_model: 32\n"
+                   "data:\n  vocab_size: 300\n")  # fmt: skip
+    proc = mt("fit", "--config", "configs/transformer-small.yaml", "--config", str(bad), check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"mt: error: {bad} line 4, column 5: ")
+    assert "flow mapping that starts at line 3, column 14" in proc.stderr
+    assert len(proc.stderr.splitlines()) == 1 and "<unicode string>" not in proc.stderr
+
+
 def test_config_for_the_wrong_class_is_rejected(tmp_path: Path) -> None:
     cfg = yaml.safe_load((ROOT / "configs/transformer-small.yaml").read_text())
     cfg["model"]["class_path"] = "mt.lstm.LSTMSeq2Seq"  # transformer arguments for an LSTM

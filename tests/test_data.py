@@ -69,6 +69,16 @@ def test_tokenizer_vocab_too_large_is_a_clear_error(tiny_corpus: Path) -> None:
         train_tokenizer([tiny_corpus / "train.de"], vocab_size=100)
 
 
+def test_tokenizer_vocab_too_small_for_the_characters_asks_for_a_larger_one(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    chars = [chr(0x4E00 + i) for i in range(600)]  # 600 distinct CJK characters
+    text = tmp_path / "cjk.txt"
+    text.write_text("".join("".join(rng.choice(chars, 20)) + "\n" for _ in range(2000)), "utf-8")
+    with pytest.raises(TokenizerError) as err:
+        train_tokenizer([text], vocab_size=300)
+    assert "choose a larger vocab_size (>= " in str(err.value) and "smaller" not in str(err.value)
+
+
 _TRAIN_IN_A_PROCESS = """
 import os, sys
 os.cpu_count = lambda: {cpus}  # the trainer must not depend on the machine's core count
