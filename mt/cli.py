@@ -9,6 +9,7 @@ config schema: an unknown key or a value outside a ``Literal`` is an error namin
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import uuid
 import warnings
@@ -21,11 +22,13 @@ import lightning.pytorch.loggers as pl_loggers
 import yaml
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 import mt.lstm  # noqa: F401  (registers LSTMSeq2Seq as a Seq2SeqModule subclass)
 import mt.transformer  # noqa: F401  (registers TransformerSeq2Seq)
 from mt.cluster import (
+    CheckpointOnSigterm,
     StepSeededRNG,
     check_checkpoint_file,
     install_atomic_checkpoint_io,
@@ -43,6 +46,8 @@ from mt.options import OptionError
 from mt.tokenizer import TokenizerError
 
 RUN_ID_FILE = "wandb_run_id"
+# --ckpt_path value: resume from the newest checkpoint if there is one, else start a new run.
+LAST_OR_NEW = "last_or_new"
 
 
 def wandb_api_key_configured() -> bool:
@@ -155,11 +160,13 @@ class MTCLI(LightningCLI):
         before anything starts, so that a truncated checkpoint is one clear error."""
         config = self.config_init[self.subcommand]
         ckpt_path = config.get("ckpt_path")
-        if ckpt_path == "last" and self.subcommand == "fit":
+        if ckpt_path in ("last", LAST_OR_NEW) and self.subcommand == "fit":
             resolved = latest_checkpoint(self.trainer)
             if resolved is not None:
-                rank_zero_info(f"[mt] --ckpt_path last: resuming from {resolved}")
-                config["ckpt_path"] = ckpt_path = resolved
+                rank_zero_info(f"[mt] --ckpt_path {ckpt_path}: resuming from {resolved}")
+            else:
+                _no_checkpoint_to_resume(ckpt_path, self.trainer)
+            config["ckpt_path"] = ckpt_path = resolved
         if ckpt_path is None and self.subcommand == "fit":
             for logger in self.trainer.loggers:
                 if isinstance(logger, WandbLogger) and logger.reused_run_id:
@@ -176,9 +183,23 @@ class MTCLI(LightningCLI):
     before_fit = before_validate = before_test = before_predict = _check_ckpt_path
 
 
+def _no_checkpoint_to_resume(ckpt_path: str, trainer: pl.Trainer) -> None:
+    """``--ckpt_path last`` with nothing to resume is an error (it used to start from scratch
+    silently); ``--ckpt_path last_or_new`` (job scripts that are requeued) starts a new run."""
+    if ckpt_path == LAST_OR_NEW:
+        rank_zero_info(f"[mt] --ckpt_path {LAST_OR_NEW}: no checkpoint yet, starting a new run")
+        return
+    raise CheckpointError(
+        f"--ckpt_path last: no checkpoint to resume (no last*.ckpt where the checkpoint callbacks "
+        f"save, no hpc_ckpt_*.ckpt in {trainer.default_root_dir}); leave out --ckpt_path to start "
+        f"a new run, or pass --ckpt_path {LAST_OR_NEW} to resume when there is a checkpoint and "
+        "start a new run otherwise"
+    )
+
+
 def _local_ckpt_path(ckpt_path: Any) -> Path | None:
     """A --ckpt_path that names a local file (not ``last``/``best``/``hpc``/a URL), else None."""
-    if isinstance(ckpt_path, str | os.PathLike) and str(ckpt_path) not in {"last", "best", "hpc"}:
+    if isinstance(ckpt_path, str | os.PathLike) and str(ckpt_path) not in {"last", "best", "hpc", LAST_OR_NEW}:
         if "://" not in str(ckpt_path):
             return Path(ckpt_path)
     return None
@@ -229,8 +250,9 @@ def main(args: list[str] | None = None) -> int:
                 "logger": {"class_path": "mt.cli.WandbLogger"},
                 # The data module shards its token-budget batches over ranks itself.
                 "use_distributed_sampler": False,
-                # Persistent: batch randomness that a resumed run reproduces exactly.
-                "callbacks": [StepSeededRNG()],
+                # Persistent: batch randomness that a resumed run reproduces exactly. A fit
+                # stopped by SIGTERM saves a checkpoint and exits 143, not 0.
+                "callbacks": [StepSeededRNG(), CheckpointOnSigterm()],
             },
             save_config_kwargs={"overwrite": True},
             args=args,
@@ -241,6 +263,9 @@ def main(args: list[str] | None = None) -> int:
         # checkpoint): the message names the file/line/option; a traceback would add nothing.
         print(f"mt: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    except SIGTERMException:
+        # Lightning's SIGTERMException is a SystemExit with status 0: the run did not succeed.
+        raise SystemExit(128 + signal.SIGTERM) from None
     except Exception as err:
         # A constructor's range check (data.max_tokens -5, model.init_args.dropout 1.5): one
         # line naming the key, also where jsonargparse wraps it into its own ValueError.

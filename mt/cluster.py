@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import sys
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -38,7 +39,9 @@ import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.callbacks import ModelCheckpoint, OnExceptionCheckpoint
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from typing_extensions import override
 
 from mt.atomic import atomic_write
@@ -163,6 +166,46 @@ def latest_checkpoint(trainer: pl.Trainer) -> str | None:
         candidates |= {str(p) for p in _local(root).glob("hpc_ckpt_*.ckpt")}
     existing = [(Path(p).stat().st_mtime, p) for p in candidates if _is_local(p) and Path(p).is_file()]
     return max(existing)[1] if existing else None
+
+
+class CheckpointOnSigterm(pl.Callback):
+    """Save a checkpoint when a fit is stopped by SIGTERM (``kill``, a scheduler's time limit).
+
+    Lightning turns SIGTERM into a ``SIGTERMException`` at the next safe point of its loops; that
+    exception is a ``SystemExit`` with status 0, so without this callback the run ends as if it
+    had succeeded, with nothing saved since the last checkpoint. This callback saves one where
+    ``--ckpt_path last`` finds it (``last.ckpt`` in the first ``ModelCheckpoint``'s folder, else
+    ``hpc_ckpt_N.ckpt`` in ``default_root_dir``) and says so in one line; ``mt`` then exits with
+    status 143 (128 + SIGTERM). Under SLURM auto-requeue, SIGUSR1 saves and requeues as before.
+    """
+
+    def __init__(self) -> None:
+        self.saved: str | None = None
+
+    @override
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        if not isinstance(exception, SIGTERMException) or trainer.state.fn != TrainerFn.FITTING:
+            return
+        path = sigterm_checkpoint_path(trainer)
+        trainer.save_checkpoint(path)
+        self.saved = path
+        if trainer.is_global_zero:
+            print(
+                f"[mt] stopped by SIGTERM at step {trainer.global_step}: checkpoint saved to {path} "
+                "(resume with --ckpt_path last)",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+def sigterm_checkpoint_path(trainer: pl.Trainer) -> str:
+    """Where :class:`CheckpointOnSigterm` saves: a path that :func:`latest_checkpoint` finds."""
+    for cb in trainer.callbacks:
+        if isinstance(cb, ModelCheckpoint) and cb.dirpath is not None:
+            return os.path.join(cb.dirpath, cb.CHECKPOINT_NAME_LAST + cb.FILE_EXTENSION)
+    return str(trainer._checkpoint_connector.hpc_save_path(trainer.default_root_dir))
 
 
 # --------------------------------------------------------------------------------------------

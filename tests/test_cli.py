@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -246,6 +248,40 @@ def test_checkpoint_of_another_model_class_than_the_config_is_refused(
         f"mt: error: {ckpt} holds a TransformerSeq2Seq model but the config's model is LSTMSeq2Seq"
     ) in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_ckpt_path_last_without_a_checkpoint_is_one_line_error(tiny_corpus: Path, tmp_path: Path) -> None:
+    overlay = tiny_overlay(tmp_path, tiny_corpus, "transformer")
+    proc = mt("fit", "--config", "configs/transformer-small.yaml", "--config", str(overlay),
+              "--ckpt_path", "last", check=False)  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "mt: error: --ckpt_path last: no checkpoint to resume" in proc.stderr
+    assert "last_or_new" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "ckpt").exists()  # nothing started
+
+
+def test_sigterm_during_fit_saves_a_checkpoint_and_fails(tiny_corpus: Path, tmp_path: Path) -> None:
+    """`kill -TERM` during `mt fit`: a checkpoint, one line saying where, exit 143 (not 0).
+    `--ckpt_path last_or_new` with no checkpoint yet starts a new run."""
+    overlay = tiny_overlay(tmp_path, tiny_corpus, "transformer")
+    args = [str(MT), "fit", "--config", "configs/transformer-small.yaml", "--config", str(overlay),
+            "--trainer.max_steps", "100000", "--ckpt_path", "last_or_new"]  # fmt: skip
+    last = tmp_path / "ckpt" / "last.ckpt"
+    with subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            deadline = time.monotonic() + 300
+            while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.2)  # the first validation wrote last.ckpt: the loop is running
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=120)
+        finally:
+            proc.kill()
+    assert proc.returncode == 143, err[-3000:]
+    assert "no checkpoint yet, starting a new run" in out + err
+    (line,) = [x for x in err.splitlines() if x.startswith("[mt] stopped by SIGTERM")]
+    assert line.endswith(f"checkpoint saved to {last} (resume with --ckpt_path last)")
+    step = int(line.split(" at step ")[1].split(":")[0])
+    assert torch.load(last, weights_only=True)["global_step"] == step
 
 
 def test_missing_corpus_is_one_line_error(tmp_path: Path) -> None:
