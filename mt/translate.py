@@ -31,9 +31,11 @@ import contextlib
 import io
 import os
 import re
+import signal
 import stat
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -649,10 +651,40 @@ def main(argv: Sequence[str] | None = None, *, loader: ModelLoader | None = None
     if args.max_input_tokens is not None and args.max_input_tokens < 0:
         parser.error("--max-input-tokens must be >= 0 (0: no limit)")
     try:
-        return _run(args, loader or _load_checkpoint)
+        with _sigterm_unwinds():
+            return _run(args, loader or _load_checkpoint)
     except TranslateError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         return err.exit_status
+    except _Terminated:
+        print(
+            "error: stopped by SIGTERM before the translation was complete (an output file is "
+            "not replaced)",
+            file=sys.stderr,
+        )
+        return 128 + signal.SIGTERM
+
+
+class _Terminated(BaseException):
+    """Raised by the SIGTERM handler of :func:`main` (not an Exception: nothing swallows it)."""
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """Turn SIGTERM into :class:`_Terminated` while translating, so that the output's temporary
+    file is removed on the way out (the default action would kill the process and leave it)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def terminate(signum: int, frame: object) -> None:
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _run(args: argparse.Namespace, loader: ModelLoader) -> int:

@@ -545,28 +545,39 @@ from mt.translate import main
 class DiesInTheThirdChunk(CopyModel):
     def encode(self, src, src_pad_mask):
         if len(self.batch_sizes) == 2:
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), signal.{signal})
         return super().encode(src, src_pad_mask)
 
 model = DiesInTheThirdChunk(Tokenizer.from_file({spm!r}))
-main(sys.argv[1:], loader=lambda path, map_location: model)
+sys.exit(main(sys.argv[1:], loader=lambda path, map_location: model))
 """
 
 
-def test_killed_run_leaves_the_earlier_output_untouched(tokenizer: Tokenizer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", ["SIGKILL", "SIGTERM"])
+def test_killed_run_leaves_the_earlier_output_untouched(
+    tokenizer: Tokenizer, tmp_path: Path, sig: str
+) -> None:
     spm_file, src, out = tmp_path / "spm.model", tmp_path / "in.txt", tmp_path / "out.txt"
     spm_file.write_bytes(tokenizer.model_proto)
     src.write_text("".join(f"The cat {i}.\n" for i in range(10)), encoding="utf-8")
     (tmp_path / "m.ckpt").write_bytes(b"placeholder")
     out.write_text("an earlier complete translation\n", encoding="utf-8")
-    code = _KILLED_RUN.format(tests=str(REPO / "tests"), spm=str(spm_file))
+    code = _KILLED_RUN.format(tests=str(REPO / "tests"), spm=str(spm_file), signal=sig)
     proc = subprocess.run(
         [sys.executable, "-c", code, "--checkpoint", str(tmp_path / "m.ckpt"), "--input",
          str(src), "--output", str(out), "--beam-size", "1", "--chunk-lines", "3", "--quiet"],
         capture_output=True, text=True, timeout=120, cwd=REPO,
     )  # fmt: skip
-    assert proc.returncode == -9, proc.stderr
     assert out.read_text(encoding="utf-8") == "an earlier complete translation\n"
+    if sig == "SIGTERM":  # caught: the temporary file is removed, the exit status says why
+        assert proc.returncode == 143, proc.stderr
+        assert proc.stderr == (
+            "error: stopped by SIGTERM before the translation was complete (an output file is "
+            "not replaced)\n"
+        )
+        assert _leftovers(tmp_path) == []
+        return
+    assert proc.returncode == -9, proc.stderr
     # what was written before the kill sits in a hidden temporary file, not under the output name
     (partial,) = _leftovers(tmp_path)
     assert partial.startswith(".out.txt.")
