@@ -27,7 +27,16 @@ __all__ = ["atomic_write", "fsync_dir", "new_file_mode"]
 
 
 def _umask() -> int:
-    mask = os.umask(0o022)  # the only portable way to read it is to set it
+    """The process's umask: read from /proc on Linux; elsewhere set and restored at once (the
+    only portable way to read it; another thread creating a file in between would get 0o022)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
 
