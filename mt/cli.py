@@ -178,6 +178,8 @@ class MTCLI(LightningCLI):
                         "new W&B run."
                     )
         _check_if_file(ckpt_path)
+        if (path := _local_ckpt_path(ckpt_path)) is not None:  # e.g. what `last` resolved to
+            check_checkpoint_model(path, type(self.model).__qualname__)
         _use_checkpoint_tokenizer(self.datamodule, ckpt_path)
 
     before_fit = before_validate = before_test = before_predict = _check_ckpt_path

@@ -469,11 +469,11 @@ class TranslationDataModule(L.LightningDataModule):
         cache_dir: str | None = None,
     ) -> None:
         super().__init__()
-        for key, value in [("max_tokens", max_tokens), ("max_len", max_len),
-                           ("pad_to_multiple", pad_to_multiple)]:  # fmt: skip
+        positive = {"max_tokens": max_tokens, "max_len": max_len, "pad_to_multiple": pad_to_multiple}
+        if eval_max_tokens is not None:
+            positive["eval_max_tokens"] = eval_max_tokens
+        for key, value in positive.items():
             require(f"data.{key}", value, value >= 1, ">= 1")
-        require("data.eval_max_tokens", eval_max_tokens, eval_max_tokens is None or eval_max_tokens >= 1,
-                ">= 1 (or null: data.max_tokens)")  # fmt: skip
         require("data.max_len_ratio", max_len_ratio, max_len_ratio >= 1, ">= 1")
         require("data.num_workers", num_workers, num_workers >= 0, ">= 0")
         if src_lang == tgt_lang:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import sys
@@ -248,6 +249,13 @@ def test_checkpoint_of_another_model_class_than_the_config_is_refused(
         f"mt: error: {ckpt} holds a TransformerSeq2Seq model but the config's model is LSTMSeq2Seq"
     ) in proc.stderr
     assert "Traceback" not in proc.stderr
+    # the same when --ckpt_path last finds it (LightningCLI does not read `last`'s hyperparameters)
+    last = tmp_path / "ckpt" / "last.ckpt"
+    last.parent.mkdir()
+    shutil.copy(ckpt, last)
+    proc = mt("fit", *lstm, "--ckpt_path", "last", check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert f"mt: error: {last} holds a TransformerSeq2Seq model but the config's model is LSTMSeq2Seq" in proc.stderr
 
 
 def test_ckpt_path_last_without_a_checkpoint_is_one_line_error(tiny_corpus: Path, tmp_path: Path) -> None:
