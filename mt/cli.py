@@ -9,21 +9,26 @@ config schema: an unknown key or a value outside a ``Literal`` is an error namin
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import uuid
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import lightning.pytorch.loggers as pl_loggers
+import yaml
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 import mt.lstm  # noqa: F401  (registers LSTMSeq2Seq as a Seq2SeqModule subclass)
 import mt.transformer  # noqa: F401  (registers TransformerSeq2Seq)
 from mt.cluster import (
+    CheckpointOnSigterm,
     StepSeededRNG,
     check_checkpoint_file,
     install_atomic_checkpoint_io,
@@ -31,10 +36,18 @@ from mt.cluster import (
 )
 from mt.corpora import DataError
 from mt.data import TranslationDataModule
-from mt.module import CheckpointError, Seq2SeqModule
+from mt.module import (
+    CheckpointError,
+    Seq2SeqModule,
+    check_checkpoint_model,
+    checkpoint_tokenizer,
+)
+from mt.options import OptionError
 from mt.tokenizer import TokenizerError
 
 RUN_ID_FILE = "wandb_run_id"
+# --ckpt_path value: resume from the newest checkpoint if there is one, else start a new run.
+LAST_OR_NEW = "last_or_new"
 
 
 def wandb_api_key_configured() -> bool:
@@ -140,17 +153,20 @@ class MTCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         if subcommand:
             _check_if_file(self.config[subcommand].get("ckpt_path"))
+            _check_checkpoint_model(self.config[subcommand])
 
     def _check_ckpt_path(self) -> None:
         """Resolve ``--ckpt_path last`` (SLURM's hpc checkpoints included) and check the file
         before anything starts, so that a truncated checkpoint is one clear error."""
         config = self.config_init[self.subcommand]
         ckpt_path = config.get("ckpt_path")
-        if ckpt_path == "last" and self.subcommand == "fit":
+        if ckpt_path in ("last", LAST_OR_NEW) and self.subcommand == "fit":
             resolved = latest_checkpoint(self.trainer)
             if resolved is not None:
-                rank_zero_info(f"[mt] --ckpt_path last: resuming from {resolved}")
-                config["ckpt_path"] = ckpt_path = resolved
+                rank_zero_info(f"[mt] --ckpt_path {ckpt_path}: resuming from {resolved}")
+            else:
+                _no_checkpoint_to_resume(ckpt_path, self.trainer)
+            config["ckpt_path"] = ckpt_path = resolved
         if ckpt_path is None and self.subcommand == "fit":
             for logger in self.trainer.loggers:
                 if isinstance(logger, WandbLogger) and logger.reused_run_id:
@@ -162,15 +178,59 @@ class MTCLI(LightningCLI):
                         "new W&B run."
                     )
         _check_if_file(ckpt_path)
+        if (path := _local_ckpt_path(ckpt_path)) is not None:  # e.g. what `last` resolved to
+            check_checkpoint_model(path, type(self.model).__qualname__)
+        _use_checkpoint_tokenizer(self.datamodule, ckpt_path)
 
     before_fit = before_validate = before_test = before_predict = _check_ckpt_path
 
 
+def _no_checkpoint_to_resume(ckpt_path: str, trainer: pl.Trainer) -> None:
+    """``--ckpt_path last`` with nothing to resume is an error (it used to start from scratch
+    silently); ``--ckpt_path last_or_new`` (job scripts that are requeued) starts a new run."""
+    if ckpt_path == LAST_OR_NEW:
+        rank_zero_info(f"[mt] --ckpt_path {LAST_OR_NEW}: no checkpoint yet, starting a new run")
+        return
+    raise CheckpointError(
+        f"--ckpt_path last: no checkpoint to resume (no last*.ckpt where the checkpoint callbacks "
+        f"save, no hpc_ckpt_*.ckpt in {trainer.default_root_dir}); leave out --ckpt_path to start "
+        f"a new run, or pass --ckpt_path {LAST_OR_NEW} to resume when there is a checkpoint and "
+        "start a new run otherwise"
+    )
+
+
+def _local_ckpt_path(ckpt_path: Any) -> Path | None:
+    """A --ckpt_path that names a local file (not ``last``/``best``/``hpc``/a URL), else None."""
+    if isinstance(ckpt_path, str | os.PathLike) and str(ckpt_path) not in {"last", "best", "hpc", LAST_OR_NEW}:
+        if "://" not in str(ckpt_path):
+            return Path(ckpt_path)
+    return None
+
+
 def _check_if_file(ckpt_path: Any) -> None:
     """check_checkpoint_file for a local --ckpt_path (not ``last``/``best``/``hpc``/a URL)."""
-    if isinstance(ckpt_path, str | os.PathLike) and str(ckpt_path) not in {"last", "best", "hpc"}:
-        if "://" not in str(ckpt_path):
-            check_checkpoint_file(ckpt_path)
+    if (path := _local_ckpt_path(ckpt_path)) is not None:
+        check_checkpoint_file(path)
+
+
+def _check_checkpoint_model(config: Any) -> None:
+    """Refuse a --ckpt_path checkpoint whose model class is not mt's or not the config's, before
+    LightningCLI imports the class the checkpoint names."""
+    path = _local_ckpt_path(config.get("ckpt_path"))
+    if path is not None and path.is_file():
+        model = config.get("model")
+        check_checkpoint_model(path, model.get("class_path") if model is not None else None)
+
+
+def _use_checkpoint_tokenizer(datamodule: Any, ckpt_path: Any) -> None:
+    """Encode the data with the tokenizer a local ``--ckpt_path`` checkpoint carries, so that a
+    model is evaluated (or resumed) with its own subwords, not with whatever this machine's
+    cache holds."""
+    path = _local_ckpt_path(ckpt_path)
+    if isinstance(datamodule, TranslationDataModule) and path is not None:
+        tokenizer = checkpoint_tokenizer(path)
+        if tokenizer is not None:
+            datamodule.use_tokenizer(tokenizer, f"the checkpoint {ckpt_path}")
 
 
 def main(args: list[str] | None = None) -> int:
@@ -183,6 +243,7 @@ def main(args: list[str] | None = None) -> int:
     # which Lightning's check for a resumable *data loader* does not see.
     warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before")
     try:
+        check_config_files(sys.argv[1:] if args is None else args)
         MTCLI(
             Seq2SeqModule,
             TranslationDataModule,
@@ -191,8 +252,9 @@ def main(args: list[str] | None = None) -> int:
                 "logger": {"class_path": "mt.cli.WandbLogger"},
                 # The data module shards its token-budget batches over ranks itself.
                 "use_distributed_sampler": False,
-                # Persistent: batch randomness that a resumed run reproduces exactly.
-                "callbacks": [StepSeededRNG()],
+                # Persistent: batch randomness that a resumed run reproduces exactly. A fit
+                # stopped by SIGTERM saves a checkpoint and exits 143, not 0.
+                "callbacks": [StepSeededRNG(), CheckpointOnSigterm()],
             },
             save_config_kwargs={"overwrite": True},
             args=args,
@@ -203,7 +265,62 @@ def main(args: list[str] | None = None) -> int:
         # checkpoint): the message names the file/line/option; a traceback would add nothing.
         print(f"mt: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    except SIGTERMException:
+        # Lightning's SIGTERMException is a SystemExit with status 0: the run did not succeed.
+        raise SystemExit(128 + signal.SIGTERM) from None
+    except Exception as err:
+        # A constructor's range check (data.max_tokens -5, model.init_args.dropout 1.5): one
+        # line naming the key, also where jsonargparse wraps it into its own ValueError.
+        if (option_error := _cause(err, OptionError)) is None:
+            raise
+        print(f"mt: error: {option_error}", file=sys.stderr)
+        raise SystemExit(2) from None
     return 0
+
+
+def check_config_files(args: Sequence[str]) -> None:
+    """Read every ``--config``/``-c`` file as YAML before LightningCLI does, so that a syntax
+    error names the file, line and column (jsonargparse parses the text and reports it as
+    ``"<unicode string>"``).
+
+    Raises:
+        OptionError: one line, e.g. ``configs/x.yaml line 3, column 14: did not find expected
+            ',' or '}' (while parsing a flow mapping that starts at line 2, column 3)``.
+    """
+    for i, arg in enumerate(args):
+        if arg in ("-c", "--config") and i + 1 < len(args):
+            path = args[i + 1]
+        elif arg.startswith("--config="):
+            path = arg.partition("=")[2]
+        else:
+            continue
+        if not os.path.isfile(path):
+            continue  # jsonargparse says so, or it is a YAML string rather than a file
+        try:
+            with open(path, encoding="utf-8") as f:
+                yaml.safe_load(f)
+        except UnicodeDecodeError as err:
+            raise OptionError(f"{path}: not UTF-8 text (byte {err.start + 1})") from None
+        except yaml.MarkedYAMLError as err:
+            where = f" line {err.problem_mark.line + 1}, column {err.problem_mark.column + 1}"
+            context = ""
+            if err.context and err.context_mark is not None:
+                start = err.context_mark
+                context = f" ({err.context} that starts at line {start.line + 1}, column {start.column + 1})"
+            raise OptionError(f"{path}{where if err.problem_mark else ''}: {err.problem}{context}") from None
+        except yaml.YAMLError as err:
+            raise OptionError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
+
+
+def _cause(err: BaseException | None, kind: type[BaseException]) -> BaseException | None:
+    """The first exception of type ``kind`` in the chain of ``err`` (its causes/contexts)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, kind):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
 
 
 if __name__ == "__main__":

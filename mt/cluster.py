@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-import tempfile
+import sys
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -39,10 +39,13 @@ import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.callbacks import ModelCheckpoint, OnExceptionCheckpoint
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from typing_extensions import override
 
-from mt.module import CheckpointError
+from mt.atomic import atomic_write
+from mt.module import CheckpointError, unreadable_checkpoint
 
 # --------------------------------------------------------------------------------------------
 # Checkpoint files
@@ -59,33 +62,14 @@ def _local(path: str | os.PathLike) -> Path:
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to ``path`` through a temporary file in the same directory and a rename.
-
-    Readers see either the old file or the complete new one, never a partial file: the data is
-    fsynced before the rename and the directory after it.
+    """``torch.save`` to ``path`` through :func:`mt.atomic.atomic_write` (a temporary file in the
+    same directory, fsynced, then renamed): readers see either the old file or the complete new
+    one, never a partial file. The file gets the umask's permissions, like any other output.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
+    with atomic_write(path, "wb") as f:
+        torch.save(obj, f)
 
 
 def check_checkpoint_file(path: str | os.PathLike, verify_crc: bool = True) -> None:
@@ -146,9 +130,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         except Exception as err:
             if not get_filesystem(path).exists(path):
                 raise
-            raise CheckpointError(
-                f"{path}: not a readable checkpoint ({type(err).__name__}: {err})"
-            ) from err
+            raise unreadable_checkpoint(path, err) from err
 
 
 def install_atomic_checkpoint_io(trainer: pl.Trainer) -> bool:
@@ -184,6 +166,46 @@ def latest_checkpoint(trainer: pl.Trainer) -> str | None:
         candidates |= {str(p) for p in _local(root).glob("hpc_ckpt_*.ckpt")}
     existing = [(Path(p).stat().st_mtime, p) for p in candidates if _is_local(p) and Path(p).is_file()]
     return max(existing)[1] if existing else None
+
+
+class CheckpointOnSigterm(pl.Callback):
+    """Save a checkpoint when a fit is stopped by SIGTERM (``kill``, a scheduler's time limit).
+
+    Lightning turns SIGTERM into a ``SIGTERMException`` at the next safe point of its loops; that
+    exception is a ``SystemExit`` with status 0, so without this callback the run ends as if it
+    had succeeded, with nothing saved since the last checkpoint. This callback saves one where
+    ``--ckpt_path last`` finds it (``last.ckpt`` in the first ``ModelCheckpoint``'s folder, else
+    ``hpc_ckpt_N.ckpt`` in ``default_root_dir``) and says so in one line; ``mt`` then exits with
+    status 143 (128 + SIGTERM). Under SLURM auto-requeue, SIGUSR1 saves and requeues as before.
+    """
+
+    def __init__(self) -> None:
+        self.saved: str | None = None
+
+    @override
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        if not isinstance(exception, SIGTERMException) or trainer.state.fn != TrainerFn.FITTING:
+            return
+        path = sigterm_checkpoint_path(trainer)
+        trainer.save_checkpoint(path)
+        self.saved = path
+        if trainer.is_global_zero:
+            print(
+                f"[mt] stopped by SIGTERM at step {trainer.global_step}: checkpoint saved to {path} "
+                "(resume with --ckpt_path last)",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+def sigterm_checkpoint_path(trainer: pl.Trainer) -> str:
+    """Where :class:`CheckpointOnSigterm` saves: a path that :func:`latest_checkpoint` finds."""
+    for cb in trainer.callbacks:
+        if isinstance(cb, ModelCheckpoint) and cb.dirpath is not None:
+            return os.path.join(cb.dirpath, cb.CHECKPOINT_NAME_LAST + cb.FILE_EXTENSION)
+    return str(trainer._checkpoint_connector.hpc_save_path(trainer.default_root_dir))
 
 
 # --------------------------------------------------------------------------------------------

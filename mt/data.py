@@ -35,6 +35,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mt.corpora import DataError, check_text_file, sha256_file
+from mt.options import require
 from mt.tokenizer import (
     BOS_ID,
     EOS_ID,
@@ -442,7 +443,7 @@ class TranslationDataModule(L.LightningDataModule):
         max_len_ratio: training pairs whose longer side has more than this many times the
             subwords of the shorter side are filtered out.
         num_workers: data-loader worker processes.
-        seed: seed of the batch order (per epoch) and of the tokenizer's input sampling.
+        seed: seed of the batch order (per epoch); the tokenizer does not depend on it.
         pad_to_multiple: round padded lengths up to a multiple of this (8 helps torch.compile).
         cache_dir: where the tokenizer and encoded corpora are cached (default ``$MT_CACHE_DIR``
             or ``~/.cache/mt``).
@@ -468,6 +469,13 @@ class TranslationDataModule(L.LightningDataModule):
         cache_dir: str | None = None,
     ) -> None:
         super().__init__()
+        positive = {"max_tokens": max_tokens, "max_len": max_len, "pad_to_multiple": pad_to_multiple}
+        if eval_max_tokens is not None:
+            positive["eval_max_tokens"] = eval_max_tokens
+        for key, value in positive.items():
+            require(f"data.{key}", value, value >= 1, ">= 1")
+        require("data.max_len_ratio", max_len_ratio, max_len_ratio >= 1, ">= 1")
+        require("data.num_workers", num_workers, num_workers >= 0, ">= 0")
         if src_lang == tgt_lang:
             raise DataError(f"src_lang and tgt_lang are both {src_lang!r}")
         self.save_hyperparameters()
@@ -481,6 +489,7 @@ class TranslationDataModule(L.LightningDataModule):
         self.num_workers, self.seed, self.pad_to_multiple = num_workers, seed, pad_to_multiple
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.tokenizer: Tokenizer | None = None
+        self.tokenizer_origin: str | None = None  # set by use_tokenizer
         self.datasets: dict[str, ParallelDataset] = {}
         self.train_indices: np.ndarray | None = None
         self._train_sampler: TokenBudgetBatchSampler | None = None
@@ -532,9 +541,7 @@ class TranslationDataModule(L.LightningDataModule):
     def _build_tokenizer(self) -> Tokenizer:
         def build(tmp: Path) -> None:
             try:
-                tok = train_tokenizer(
-                    self.files("train"), self.vocab_size, self.tokenizer_type, seed=self.seed
-                )
+                tok = train_tokenizer(self.files("train"), self.vocab_size, self.tokenizer_type)
             except TokenizerError as err:
                 raise DataError(f"{err} (option data.vocab_size)") from None
             (tmp / "spm.model").write_bytes(tok.model_proto)
@@ -542,12 +549,29 @@ class TranslationDataModule(L.LightningDataModule):
         directory = _atomic_cache_entry(self._tokenizer_dir(), build)
         return Tokenizer.from_file(directory / "spm.model")
 
+    def use_tokenizer(self, tokenizer: Tokenizer, origin: str) -> None:
+        """Encode the data with ``tokenizer`` instead of training one on the training split.
+
+        The CLI passes the tokenizer of a ``--ckpt_path`` checkpoint: a model reads the subwords
+        it was trained with, whatever this machine's cache holds or a fresh training would give.
+
+        Args:
+            tokenizer: the sentencepiece model to encode every split with.
+            origin: where it comes from, for messages (e.g. ``"the checkpoint runs/x/best.ckpt"``).
+        """
+        if self.tokenizer is not None and self.tokenizer.fingerprint != tokenizer.fingerprint:
+            # set up with another tokenizer before: encode again
+            self.datasets, self.train_indices, self._train_sampler = {}, None, None
+        self.tokenizer, self.tokenizer_origin = tokenizer, origin
+
     def prepare_data(self) -> None:
-        """Check the files, train the tokenizer and encode every split (once per machine; the
-        results are cached, so other processes and later runs only load them)."""
+        """Check the files, train the tokenizer (unless :meth:`use_tokenizer` gave one) and
+        encode every split (once per machine; the results are cached, so other processes and
+        later runs only load them)."""
         for stage in self.splits:
             self._check_split(stage)
-        self.tokenizer = self._build_tokenizer()
+        if self.tokenizer_origin is None:
+            self.tokenizer = self._build_tokenizer()
         for stage in self.splits:
             for path in self.files(stage):
                 _atomic_cache_entry(
@@ -560,7 +584,8 @@ class TranslationDataModule(L.LightningDataModule):
         assert self.tokenizer is not None
         if self.tokenizer.vocab_size != self.vocab_size:
             raise DataError(
-                f"tokenizer has {self.tokenizer.vocab_size} pieces, data.vocab_size is {self.vocab_size}"
+                f"the tokenizer of {self.tokenizer_origin or self.files('train')[0].parent} has "
+                f"{self.tokenizer.vocab_size} pieces, data.vocab_size is {self.vocab_size}"
             )
         for name in self.splits:
             if name not in self.datasets:

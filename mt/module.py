@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib
 import math
 import os
+import pickle
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal
@@ -33,9 +34,10 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
 from mt.data import Batch
+from mt.options import require
 from mt.search import DecoderState as State
 from mt.search import search
-from mt.tokenizer import PAD_ID, Tokenizer
+from mt.tokenizer import PAD_ID, Tokenizer, describe_difference
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], Optimizer]
 SchedulerFactory = Callable[[Optimizer], LRScheduler]
@@ -112,10 +114,12 @@ class Seq2SeqModule(L.LightningModule):
         super().__init__()
         if type(self) is Seq2SeqModule:
             raise TypeError("Seq2SeqModule is abstract: use mt.LSTMSeq2Seq or mt.TransformerSeq2Seq")
-        if not 0 <= label_smoothing < 1:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
-        if beam_size < 1:
-            raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+        key = "model.init_args."
+        require(key + "label_smoothing", label_smoothing, 0 <= label_smoothing < 1, "in [0, 1)")
+        require(key + "beam_size", beam_size, beam_size >= 1, ">= 1")
+        require(key + "length_penalty", length_penalty, length_penalty >= 0, ">= 0")
+        require(key + "max_len_a", max_len_a, max_len_a >= 0, ">= 0")
+        require(key + "max_len_b", max_len_b, max_len_b >= 0, ">= 0")
         # The factories are code, not data: they stay out of the checkpoint so that checkpoints
         # load with torch.load(weights_only=True). A resumed run gets them from its config again.
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
@@ -127,6 +131,9 @@ class Seq2SeqModule(L.LightningModule):
         self.max_len_a, self.max_len_b = max_len_a, max_len_b
         self.use_compile = compile  # not `self.compile`: that is nn.Module.compile()
         self.tokenizer: Tokenizer | None = None
+        # The longest source (subwords) training used: the data module's max_len, read from the
+        # checkpoint by load_checkpoint; translation splits longer lines (None: unknown).
+        self.trained_max_len: int | None = None
         self._eval_outputs: list[tuple[int, str, str]] = []
 
     # -- the model interface (implemented by subclasses) ------------------------------------
@@ -200,10 +207,7 @@ class Seq2SeqModule(L.LightningModule):
                     f"built for vocab_size={self.vocab_size}"
                 )
             if self.tokenizer is not None and self.tokenizer.fingerprint != tokenizer.fingerprint:
-                raise ValueError(
-                    "the checkpoint's sentencepiece model differs from the data module's: the "
-                    "model would read the wrong subwords (different data or vocab settings?)"
-                )
+                raise CheckpointError(_tokenizer_mismatch(self.tokenizer, tokenizer))
             self.tokenizer = tokenizer
 
     @torch.no_grad()
@@ -317,10 +321,7 @@ class Seq2SeqModule(L.LightningModule):
         # Lightning runs setup() (which takes the data module's tokenizer) before it restores a
         # --ckpt_path checkpoint: the two must be the same sentencepiece model.
         if self.tokenizer is not None and self.tokenizer.fingerprint != saved.fingerprint:
-            raise CheckpointError(
-                "the checkpoint's sentencepiece model differs from the data module's: the model "
-                "would read the wrong subwords (different data or data.vocab_size/tokenizer_type?)"
-            )
+            raise CheckpointError(_tokenizer_mismatch(saved, self.tokenizer))
         self.tokenizer = saved
 
     @classmethod
@@ -342,6 +343,91 @@ class Seq2SeqModule(L.LightningModule):
                 f"{checkpoint_path}: holds a {type(model).__name__}, not a {cls.__name__}"
             )
         return model
+
+
+def _tokenizer_mismatch(model_tokenizer: Tokenizer, data_tokenizer: Tokenizer) -> str:
+    return (
+        "the model's sentencepiece model differs from the one the data module encoded the data "
+        f"with ({describe_difference(model_tokenizer, data_tokenizer)}): the model would read "
+        "the wrong subwords. Give the data module the model's tokenizer "
+        "(TranslationDataModule.use_tokenizer; `mt` does so for --ckpt_path) or train a new model"
+    )
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", mmap: bool = False) -> Any:
+    """``torch.load(path, weights_only=True)``: no pickled code runs and nothing is imported.
+
+    Args:
+        path: the checkpoint file.
+        map_location: as for ``torch.load``.
+        mmap: memory-map the tensors instead of reading them (to look at the metadata only).
+
+    Raises:
+        CheckpointError: one line naming the file: unreadable (truncated, corrupt), or holding
+            pickled Python objects (a full pickle rather than weights), which mt refuses to load.
+    """
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except Exception as err:  # zip errors, unpickling errors, EOF
+        raise unreadable_checkpoint(path, err) from None
+
+
+def unreadable_checkpoint(path: str | os.PathLike, err: Exception) -> CheckpointError:
+    """The one-line error for a checkpoint that ``torch.load`` could not read: truncated or
+    corrupt, or holding pickled Python objects (refused; torch's own message advises
+    ``weights_only=False``, i.e. running whatever the file holds, which mt never does)."""
+    if isinstance(err, pickle.UnpicklingError):
+        detail = str(err).rpartition("WeightsUnpickler error:")[2].strip().split(". ")[0]
+        return CheckpointError(
+            f"{path}: refusing to load: the checkpoint holds pickled Python objects, not only "
+            f"weights and plain values ({detail or type(err).__name__}); mt loads only "
+            "weights-only checkpoints, such as those its training writes"
+        )
+    return CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})")
+
+
+def check_checkpoint_model(path: str | os.PathLike, config_class_path: str | None) -> None:
+    """Refuse a checkpoint whose model class is not mt's, or not the config's, before the class
+    it names is imported (LightningCLI imports ``hyper_parameters["_class_path"]`` of a
+    ``--ckpt_path`` checkpoint and builds that model, whatever the config says).
+
+    Args:
+        path: the checkpoint file (read weights-only, tensors memory-mapped).
+        config_class_path: the configured model's class path (``model.class_path``), or None.
+
+    Raises:
+        CheckpointError: one line naming the file and the class.
+    """
+    ckpt = read_checkpoint(path, mmap=True)
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path}: not an mt checkpoint (not a dictionary)")
+    hparams = ckpt.get("hyper_parameters") or {}
+    named = [n for n in (hparams.get("_class_path"), ckpt.get("mt_class")) if n is not None]
+    for name in named:
+        if not (isinstance(name, str) and name.startswith("mt.")):
+            raise CheckpointError(
+                f"{path}: refusing to load the model class {name!r} it names: only classes "
+                "from mt (mt.*) are loaded"
+            )
+    if named and config_class_path:
+        held, configured = named[0].rpartition(".")[2], config_class_path.rpartition(".")[2]
+        if held != configured:
+            raise CheckpointError(
+                f"{path} holds a {held} model but the config's model is {configured}: pass the "
+                "config the checkpoint was trained with"
+            )
+
+
+def checkpoint_tokenizer(path: str | os.PathLike) -> Tokenizer | None:
+    """The sentencepiece model a checkpoint carries (None if it carries none); the weights are
+    memory-mapped, not read.
+
+    Raises:
+        CheckpointError: the file is not a readable weights-only checkpoint.
+    """
+    ckpt = read_checkpoint(path, mmap=True)
+    proto = ckpt.get("mt_tokenizer") if isinstance(ckpt, dict) else None
+    return Tokenizer(proto) if proto is not None else None
 
 
 def gather_unique(rows: list[tuple[int, str, str]]) -> list[tuple[int, str, str]]:
@@ -367,10 +453,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Seq2S
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # zip errors, unpickling errors, EOF: all mean "unreadable"
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
+    ckpt = read_checkpoint(path, map_location)
     if not isinstance(ckpt, dict) or "mt_class" not in ckpt or "state_dict" not in ckpt:
         raise CheckpointError(f"{path}: not an mt checkpoint (no model class or weights in it)")
     module_name, _, class_name = ckpt["mt_class"].rpartition(".")
@@ -384,6 +467,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Seq2S
     model = model_cls(**{**model_cls.checkpoint_defaults, **hparams})
     model.load_state_dict(ckpt["state_dict"])
     model.on_load_checkpoint(ckpt)
+    model.trained_max_len = (ckpt.get("datamodule_hyper_parameters") or {}).get("max_len")
     if model.tokenizer is None:
         raise CheckpointError(f"{path}: the checkpoint carries no sentencepiece model")
     return model.eval()

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mt.module import CheckpointError, Seq2SeqModule
+from mt.options import require
 from mt.tokenizer import PAD_ID
 
 __all__ = ["AttentionType", "Attention", "BiRNNEncoder", "Cell", "RNNSeq2Seq", "RNNState"]
@@ -372,10 +373,8 @@ class RNNSeq2Seq(Seq2SeqModule):
             ("encoder_layers", encoder_layers),
             ("decoder_layers", decoder_layers),
         ]:
-            if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+            require(f"model.init_args.{name}", value, value >= 1, ">= 1")
+        require("model.init_args.dropout", dropout, 0.0 <= dropout < 1.0, "in [0, 1)")
         super().__init__(vocab_size=vocab_size, **kwargs)
         self.input_feeding = input_feeding
         self.hidden_size = hidden_size

@@ -54,6 +54,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mt.module import Seq2SeqModule
+from mt.options import OptionError, require
 from mt.tokenizer import PAD_ID
 
 __all__ = ["TransformerSeq2Seq", "TransformerState", "sinusoidal_positions"]
@@ -597,13 +598,17 @@ class TransformerSeq2Seq(Seq2SeqModule):
         tie_output: bool = True,
         **kwargs: Any,
     ) -> None:
+        for name, value in [("d_model", d_model), ("n_heads", n_heads), ("ffn_dim", ffn_dim),
+                            ("encoder_layers", encoder_layers), ("decoder_layers", decoder_layers)]:  # fmt: skip
+            require(f"model.init_args.{name}", value, value >= 1, ">= 1")
+        for name, value in [("dropout", dropout), ("attention_dropout", attention_dropout)]:
+            require(f"model.init_args.{name}", value, 0 <= value < 1, "in [0, 1)")
         super().__init__(vocab_size=vocab_size, **kwargs)
         if d_model % n_heads != 0 or d_model % 2 != 0:
-            raise ValueError(f"d_model={d_model} must be even and divisible by n_heads={n_heads}")
-        if encoder_layers < 1 or decoder_layers < 1:
-            raise ValueError("encoder_layers and decoder_layers must be >= 1")
-        if not (0 <= dropout < 1 and 0 <= attention_dropout < 1):
-            raise ValueError("dropout and attention_dropout must be in [0, 1)")
+            raise OptionError(
+                f"model.init_args.d_model={d_model}: must be even and divisible by "
+                f"model.init_args.n_heads={n_heads}"
+            )
         if activation not in ("relu", "gelu"):
             raise ValueError(f"activation must be 'relu' or 'gelu', got {activation!r}")
         if norm not in ("pre", "post"):

@@ -10,11 +10,18 @@ Guarantees (each one is tested):
 * exactly one output line per input line (``--nbest N``: N lines per input line), in input order;
   the numbers of input and output lines are compared at the end and a difference is an error;
 * an empty or whitespace-only input line gives an empty output line without running the model;
-* no silent truncation: long lines are translated whole unless ``--max-input-tokens`` asks for
-  splitting, and every split or cropped line is reported on stderr with its line number;
+* no silent truncation: a line longer than ``--max-input-tokens`` subwords (by default the
+  ``data.max_len`` the checkpoint was trained with) is split, at sentence punctuation where
+  possible, else between words, else between subwords; its pieces are translated alone and
+  joined, nothing is dropped; every split line is reported on stderr with its line number and
+  counted in the summary;
 * input is decoded as strict UTF-8 (``--errors replace`` to replace and warn instead); lines are
   split on ``\\n`` only and a trailing ``\\r`` (CRLF) is removed;
-* a batch that runs out of memory is retried in halves, down to single sentences.
+* a batch that runs out of memory is retried in halves, down to single sentences;
+* the output file is written atomically (a temporary file in its folder, renamed into place once
+  every line is written and counted): a failed or killed run leaves an earlier output untouched;
+  the output folder is checked, and the output compared with the input by device and inode
+  (hard and symbolic links included), before the model is loaded.
 """
 
 from __future__ import annotations
@@ -24,7 +31,11 @@ import contextlib
 import io
 import os
 import re
+import signal
+import stat
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -35,16 +46,20 @@ from typing import BinaryIO, Literal, TextIO
 import torch
 from torch import nn
 
+from mt.atomic import atomic_write
 from mt.search import Hypothesis, search
 from mt.tokenizer import EOS_ID, PAD_ID, Tokenizer
 
 __all__ = [
     "TranslateError",
     "TranslateStats",
+    "TranslateUsageError",
     "Translation",
     "Translator",
     "is_out_of_memory",
+    "check_paths",
     "main",
+    "open_output",
     "read_lines",
     "resolve_device",
 ]
@@ -65,6 +80,14 @@ _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")
 
 class TranslateError(RuntimeError):
     """An error for the user: ``main`` prints it as one line ``error: <message>`` and exits 1."""
+
+    exit_status = 1
+
+
+class TranslateUsageError(TranslateError):
+    """Bad input from the command line (an unusable ``--output``): exit status 2."""
+
+    exit_status = 2
 
 
 @dataclass
@@ -96,7 +119,6 @@ class TranslateStats:
     lines_out: int = 0
     empty: int = 0
     split: int = 0
-    cropped: int = 0
     sentences: int = 0
     tgt_tokens: int = 0
     seconds: float = 0.0
@@ -105,7 +127,7 @@ class TranslateStats:
         secs = max(self.seconds, 1e-9)
         return (
             f"summary: {self.lines_in} lines in, {self.lines_out} lines out, "
-            f"{self.empty} empty, {self.split} split, {self.cropped} cropped, "
+            f"{self.empty} empty, {self.split} split, "
             f"{self.seconds:.1f} s, {self.sentences / secs:.1f} sentences/s, "
             f"{self.tgt_tokens / secs:.1f} target tokens/s"
         )
@@ -193,12 +215,13 @@ class Translator:
             included). A single sentence longer than the budget is translated alone.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or a ``torch.device``.
         precision: ``"32"``, or ``"bf16"``/``"16"`` to run the model under ``torch.autocast``.
-        max_input_tokens: if set, lines longer than this many subwords are split at sentence
-            punctuation (``. ! ? ;`` then whitespace) into pieces of at most this many subwords
-            where possible; a piece still too long is cropped. Each piece is translated alone
-            and the outputs are joined with a space. ``None``: translate every line whole.
+        max_input_tokens: if set, lines longer than this many subwords are split into pieces of
+            at most this many subwords: at sentence punctuation (``. ! ? ;`` then whitespace)
+            where possible, else between words, else between subwords; nothing is dropped. Each
+            piece is translated alone and the outputs are joined with a space. ``None``:
+            translate every line whole.
         max_len_a, max_len_b: maximum output length ``a * source length + b``.
-        warn: called with a message (naming the line) for each split or cropped line; prints
+        warn: called with a message (naming the line) for each split line; prints
             ``warning: ...`` on stderr by default.
     """
 
@@ -286,37 +309,45 @@ class Translator:
         return results  # type: ignore[return-value]
 
     def _segment(self, line: int, text: str, ids: list[int]) -> list[list[int]]:
-        """Split a line that exceeds ``max_input_tokens`` at sentence punctuation; crop pieces
-        that are still too long. Returns the pieces' ids."""
+        """The pieces' ids of a line: the line whole, or, when it exceeds ``max_input_tokens``,
+        pieces of at most that many subwords (see :meth:`_pieces`)."""
         limit = self.max_input_tokens
         if limit is None or len(ids) <= limit:
             return [ids]
-        pieces: list[str] = []
-        current = ""
-        for sentence in _SENTENCE_END.split(text):
-            joined = f"{current} {sentence}" if current else sentence
-            if not current or len(self.tokenizer.encode([joined])[0]) <= limit:
-                current = joined
-            else:
-                pieces.append(current)
-                current = sentence
-        pieces.append(current)
-        piece_ids = self.tokenizer.encode(pieces)
-        if len(piece_ids) > 1:
-            self.stats.split += 1
-            self.warn(
-                f"line {line}: {len(ids)} subwords > --max-input-tokens {limit}: split at "
-                f"sentence punctuation into {len(piece_ids)} pieces translated separately"
-            )
-        too_long = [len(p) for p in piece_ids if len(p) > limit]
-        if too_long:
-            self.stats.cropped += 1
-            self.warn(
-                f"line {line}: {len(too_long)} piece(s) of {', '.join(map(str, too_long))} "
-                f"subwords still exceed --max-input-tokens {limit}: cropped to {limit} "
-                "subwords, the rest of the piece is not translated"
-            )
-        return [p[:limit] for p in piece_ids]
+        pieces = self._pieces(text, limit)
+        self.stats.split += 1
+        self.warn(
+            f"line {line}: {len(ids)} subwords > --max-input-tokens {limit}: split into "
+            f"{len(pieces)} pieces (at sentence punctuation where possible, else between words, "
+            "else between subwords) translated separately and joined"
+        )
+        return pieces
+
+    def _pieces(self, text: str, limit: int) -> list[list[int]]:
+        """Greedily pack whole sentences into pieces of at most ``limit`` subwords; a sentence
+        that is too long alone is packed word by word, a word that is too long alone is cut
+        between subwords. Sentencepiece never joins subwords across whitespace, so the pieces'
+        ids concatenated are the ids of the whole line: nothing is lost or changed."""
+        pieces: list[list[int]] = []
+        current: list[int] = []
+        sentences = _SENTENCE_END.split(text)
+        for sentence, sentence_ids in zip(sentences, self.tokenizer.encode(sentences), strict=True):
+            units = [sentence_ids]
+            if len(sentence_ids) > limit:
+                words = sentence.split()
+                units = [
+                    word_ids[k : k + limit]
+                    for word_ids in self.tokenizer.encode(words)
+                    for k in range(0, len(word_ids), limit)
+                ]
+            for unit in units:
+                if current and len(current) + len(unit) > limit:
+                    pieces.append(current)
+                    current = []
+                current = current + unit
+        if current:
+            pieces.append(current)
+        return pieces
 
     def _translate_units(
         self, units: list[_Unit], progress: Callable[[int], None] | None
@@ -364,7 +395,7 @@ class Translator:
             raise TranslateError(
                 f"line {unit.line}: out of memory even when translated alone "
                 f"({len(unit.ids)} subwords, beam size {self.beam_size}); use "
-                "--max-input-tokens to split long lines, or a smaller --beam-size"
+                "a smaller --max-input-tokens to split long lines, or a smaller --beam-size"
             )
         half = len(units) // 2
         return self._search_with_retry(units[:half]) + self._search_with_retry(units[half:])
@@ -509,9 +540,13 @@ Output: exactly one line per input line, in input order, UTF-8 with "\\n" line e
 
 where INDEX is the 0-based input line number and SCORE the length-normalised log-probability.
 Empty or whitespace-only input lines give empty translations without running the model. The
-input is split on "\\n" only; a trailing "\\r" (CRLF) is removed. Lines are translated whole
-(no truncation) unless --max-input-tokens is given. The numbers of input and output lines are
-compared at the end: a difference is an error (exit 1).
+input is split on "\\n" only; a trailing "\\r" (CRLF) is removed. A line longer than
+--max-input-tokens subwords (default: the longest the model was trained on) is split into pieces
+translated separately and joined, never truncated; the summary counts such lines. The numbers of input and output lines are
+compared at the end: a difference is an error (exit 1). The output file is written to a
+temporary file in its folder and renamed into place only when complete: a failed or killed run
+leaves an earlier output untouched. An unusable --output (missing or unwritable folder, the input
+file itself) is an error before the model is loaded (exit 2).
 """
 
 
@@ -558,9 +593,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         metavar="N",
-        help="split lines longer than N subwords at sentence punctuation (. ! ? ; + space), "
-        "translate the pieces and join them with a space; a piece still longer than N is "
-        "cropped; both are reported on stderr with the line number (default: no limit)",
+        help="split lines longer than N subwords into pieces of at most N: at sentence "
+        "punctuation (. ! ? ; + space) where possible, else between words, else between "
+        "subwords; the pieces are translated separately and joined with a space, and each "
+        "split line is reported on stderr with its line number. Default: the data.max_len the "
+        "checkpoint was trained with; 0: translate every line whole",
     )
     p.add_argument(
         "--errors",
@@ -611,24 +648,48 @@ def main(argv: Sequence[str] | None = None, *, loader: ModelLoader | None = None
         parser.error("--nbest must be between 1 and --beam-size")
     if args.max_tokens < 1 or args.chunk_lines < 1:
         parser.error("--max-tokens and --chunk-lines must be >= 1")
-    if args.max_input_tokens is not None and args.max_input_tokens < 1:
-        parser.error("--max-input-tokens must be >= 1")
+    if args.max_input_tokens is not None and args.max_input_tokens < 0:
+        parser.error("--max-input-tokens must be >= 0 (0: no limit)")
     try:
-        return _run(args, loader or _load_checkpoint)
+        with _sigterm_unwinds():
+            return _run(args, loader or _load_checkpoint)
     except TranslateError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
-        return 1
+        return err.exit_status
+    except _Terminated:
+        print(
+            "error: stopped by SIGTERM before the translation was complete (an output file is "
+            "not replaced)",
+            file=sys.stderr,
+        )
+        return 128 + signal.SIGTERM
+
+
+class _Terminated(BaseException):
+    """Raised by the SIGTERM handler of :func:`main` (not an Exception: nothing swallows it)."""
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """Turn SIGTERM into :class:`_Terminated` while translating, so that the output's temporary
+    file is removed on the way out (the default action would kill the process and leave it)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def terminate(signum: int, frame: object) -> None:
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _run(args: argparse.Namespace, loader: ModelLoader) -> int:
     # Check the cheap things before loading the model, and open the output only after it.
-    if args.input != "-":
-        in_path = Path(args.input)
-        if not in_path.is_file():
-            what = "is a directory" if in_path.is_dir() else "not found"
-            raise TranslateError(f"input file {what}: {args.input}")
-        if args.output != "-" and Path(args.output).resolve() == in_path.resolve():
-            raise TranslateError(f"--output is the same file as --input: {args.output}")
+    check_paths(args.input, args.output)
     ckpt = Path(args.checkpoint)
     if not ckpt.is_file():
         what = "is a directory" if ckpt.is_dir() else "not found"
@@ -648,7 +709,7 @@ def _run(args: argparse.Namespace, loader: ModelLoader) -> int:
         max_tokens=args.max_tokens,
         device=device,
         precision=args.precision,
-        max_input_tokens=args.max_input_tokens,
+        max_input_tokens=input_limit(args.max_input_tokens, model),
     )
 
     with contextlib.ExitStack() as stack:
@@ -656,29 +717,112 @@ def _run(args: argparse.Namespace, loader: ModelLoader) -> int:
             in_stream, in_name = sys.stdin.buffer, "<stdin>"
         else:
             in_stream, in_name = stack.enter_context(open(args.input, "rb")), args.input
-        if args.output == "-":
-            out = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="\n")
-            stack.callback(out.detach)  # flush, but never close the process's stdout
-            stack.callback(out.flush)
-        else:
-            out = stack.enter_context(open(args.output, "w", encoding="utf-8", newline="\n"))
+        out = stack.enter_context(open_output(args.output))
         lines = read_lines(in_stream, in_name, args.errors, warn=_stderr_warning)
         stats = translator.translate_stream(
             lines, out, chunk_lines=args.chunk_lines, progress=None if args.quiet else sys.stderr
         )
-
-    expected = stats.lines_in * args.nbest
-    written = stats.lines_out
-    if args.output != "-":
-        written = _count_lines(args.output)
-    if written != expected:
-        raise TranslateError(
-            f"line count mismatch: {stats.lines_in} input lines but {written} output lines "
-            f"in {args.output if args.output != '-' else '<stdout>'} (expected {expected})"
-        )
+        # Compared before the output is renamed into place: a short output never replaces a file.
+        expected = stats.lines_in * args.nbest
+        written = stats.lines_out
+        if args.output != "-" and os.path.isfile(out.name):
+            out.flush()
+            written = _count_lines(out.name)
+        if written != expected:
+            raise TranslateError(
+                f"line count mismatch: {stats.lines_in} input lines but {written} output lines "
+                f"for {args.output if args.output != '-' else '<stdout>'} (expected {expected})"
+            )
     if not args.quiet:
         print(stats.summary(), file=sys.stderr, flush=True)
     return 0
+
+
+def input_limit(requested: int | None, model: nn.Module) -> int | None:
+    """The ``max_input_tokens`` of a run: ``--max-input-tokens`` when given (0: no limit), else
+    the longest input the model was trained on (``trained_max_len``, the checkpoint's
+    ``data.max_len``; None when the model does not say)."""
+    if requested is not None:
+        return requested or None
+    return getattr(model, "trained_max_len", None)
+
+
+def check_paths(input: str, output: str) -> None:
+    """Check ``--input`` and ``--output`` before anything is loaded.
+
+    The input must be a file (``-``: stdin). The output (``-``: stdout) must be in an existing,
+    writable folder and must not be the input file itself: compared by device and inode, so a hard
+    link or a symbolic link to the input is caught as well as the same path.
+
+    Raises:
+        TranslateError: naming the path; an unusable output path is a usage error (exit 2).
+    """
+    if input != "-":
+        in_path = Path(input)
+        if not in_path.is_file():
+            what = "is a directory" if in_path.is_dir() else "not found"
+            raise TranslateError(f"input file {what}: {input}")
+    if output == "-":
+        return
+    target = Path(os.path.realpath(output))
+    if target.is_dir():
+        raise TranslateUsageError(f"--output is a directory: {output}")
+    folder = target.parent
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise TranslateUsageError(f"--output {output}: the folder {folder} {what}")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise TranslateUsageError(
+            f"--output {output}: cannot write to the folder {folder} ({reason})"
+        ) from None
+    os.close(fd)
+    os.unlink(probe)
+    if not target.exists():
+        return
+    if input != "-":
+        if os.path.samefile(input, target):
+            raise TranslateUsageError(
+                f"--output is the same file as --input (same device and inode): {output}"
+            )
+    elif _is_regular(sys.stdin) and os.path.samestat(os.fstat(sys.stdin.fileno()), target.stat()):
+        raise TranslateUsageError(f"--output is the same file as the standard input: {output}")
+
+
+def _is_regular(stream: TextIO) -> bool:
+    try:
+        return stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return False
+
+
+@contextlib.contextmanager
+def open_output(output: str) -> Iterator[TextIO]:
+    """The output stream of a translation run: UTF-8 with ``\n`` line ends.
+
+    ``-`` is stdout (flushed, never closed). A file is written atomically (:func:`atomic_write`):
+    to a temporary file in its folder, renamed into place only when the ``with`` block succeeds,
+    so a failed or killed run leaves an earlier output untouched. A symbolic link is followed (its
+    target is replaced, the link kept). Something other than a regular file (``/dev/null``, a
+    FIFO) is written in place.
+    """
+    if output == "-":
+        out = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="\n")
+        try:
+            yield out
+        finally:
+            out.flush()
+            out.detach()  # never close the process's stdout
+        return
+    target = os.path.realpath(output)
+    if os.path.exists(target) and not os.path.isfile(target):
+        with open(target, "w", encoding="utf-8", newline="\n") as out:
+            yield out
+        return
+    with atomic_write(target, "w", encoding="utf-8", newline="\n") as out:
+        yield out
 
 
 def _count_lines(path: str | os.PathLike) -> int:

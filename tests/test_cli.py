@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -56,6 +59,39 @@ def test_config_errors_name_the_key(override: list[str], expected: str) -> None:
     assert expected in proc.stderr
     if "attention" in override[0] and "atention" not in override[0]:
         assert "bahdanau" in proc.stderr and "luong_dot" in proc.stderr  # the allowed values
+
+
+@pytest.mark.parametrize(
+    "config, override, expected",
+    [
+        ("transformer-small", ["--data.max_tokens", "-5"], "data.max_tokens=-5: must be >= 1"),
+        ("transformer-small", ["--model.init_args.dropout", "1.5"],
+         "model.init_args.dropout=1.5: must be in [0, 1)"),
+        ("lstm-small", ["--model.init_args.beam_size", "0"], "model.init_args.beam_size=0: must be >= 1"),
+    ],
+    ids=["data-max-tokens", "transformer-dropout", "lstm-beam-size"],
+)  # fmt: skip
+def test_values_out_of_range_are_one_line_errors_before_the_data(
+    config: str, override: list[str], expected: str, tmp_path: Path
+) -> None:
+    proc = mt(
+        "fit", "--config", f"configs/{config}.yaml", *override, "--trainer.logger", "false",
+        "--data.data_dir", str(tmp_path / "nowhere"), check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert f"mt: error: {expected}\n" in proc.stderr
+    assert "Traceback" not in proc.stderr and "nowhere" not in proc.stderr  # no data was read
+
+
+def test_yaml_syntax_error_names_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  class_path: mt.transformer.TransformerSeq2Seq\n  init_args: {d_model: 32\n"
+                   "data:\n  vocab_size: 300\n")  # fmt: skip
+    proc = mt("fit", "--config", "configs/transformer-small.yaml", "--config", str(bad), check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"mt: error: {bad} line 4, column 5: ")
+    assert "flow mapping that starts at line 3, column 14" in proc.stderr
+    assert len(proc.stderr.splitlines()) == 1 and "<unicode string>" not in proc.stderr
 
 
 def test_config_for_the_wrong_class_is_rejected(tmp_path: Path) -> None:
@@ -126,6 +162,136 @@ def test_fit_then_validate_then_translate_from_checkpoint_alone(
     assert torch.equal(next(again.parameters()), next(loaded.parameters()))
 
 
+@pytest.fixture(scope="module")
+def fitted(tiny_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], Path]:
+    """A tiny transformer fitted once for this module's tests: (its config arguments, last.ckpt)."""
+    tmp_path = tmp_path_factory.mktemp("fitted")
+    overlay = tiny_overlay(tmp_path, tiny_corpus, "transformer")
+    configs = ["--config", "configs/transformer-small.yaml", "--config", str(overlay)]
+    mt("fit", *configs, "--data.cache_dir", str(tmp_path / "cache"))
+    return configs, tmp_path / "ckpt" / "last.ckpt"
+
+
+def test_test_with_a_checkpoint_and_an_empty_cache(fitted: tuple[list[str], Path], tmp_path: Path) -> None:
+    """The README's `mt test --ckpt_path` on a machine whose cache is empty: the data is encoded
+    with the checkpoint's own tokenizer, none is trained."""
+    configs, ckpt = fitted
+    cache = tmp_path / "empty-cache"
+    test = mt("test", *configs, "--ckpt_path", str(ckpt), "--data.cache_dir", str(cache))
+    assert "test/bleu" in test.stdout
+    assert not [p.name for p in cache.iterdir() if p.name.startswith("spm-")]
+
+
+def test_test_with_a_checkpoint_whose_tokenizer_the_data_would_not_train(
+    fitted: tuple[list[str], Path], tiny_corpus: Path, tmp_path: Path
+) -> None:
+    """A checkpoint trained with another sentencepiece model than a fresh training here would
+    give (another version, another machine) is evaluated with its own."""
+    from mt.tokenizer import train_tokenizer
+
+    configs, ckpt = fitted
+    files = [tiny_corpus / "train.de", tiny_corpus / "train.en"]
+    bpe = train_tokenizer(files, vocab_size=300, model_type="bpe")
+    state = torch.load(ckpt, weights_only=True)
+    state["mt_tokenizer"] = bpe.model_proto
+    other = tmp_path / "other.ckpt"
+    torch.save(state, other)
+    cache = tmp_path / "cache"
+    test = mt("test", *configs, "--ckpt_path", str(other), "--data.cache_dir", str(cache))
+    assert "test/bleu" in test.stdout
+    assert not [p.name for p in cache.iterdir() if p.name.startswith("spm-")]
+
+
+@pytest.mark.parametrize("subcommand", ["test", "validate", "fit"])
+def test_pickled_checkpoint_is_refused_in_one_line(
+    subcommand: str, fitted: tuple[list[str], Path], tmp_path: Path
+) -> None:
+    """A zip-pickle (not weights-only) checkpoint: one line, exit 2, no advice to load it with
+    weights_only=False (which would run whatever it holds)."""
+    from fractions import Fraction
+
+    configs, ckpt = fitted
+    state = torch.load(ckpt, weights_only=True)
+    state["hyper_parameters"]["label_smoothing"] = Fraction(1, 10)  # a pickled Python object
+    pickled = tmp_path / "pickled.ckpt"
+    torch.save(state, pickled)
+    proc = mt(subcommand, *configs, "--ckpt_path", str(pickled), check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert f"mt: error: {pickled}: refusing to load: the checkpoint holds pickled Python objects" in proc.stderr
+    assert "fractions.Fraction" in proc.stderr
+    assert "weights_only=False" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_checkpoint_naming_a_class_outside_mt_is_refused_before_import(
+    fitted: tuple[list[str], Path], tmp_path: Path
+) -> None:
+    configs, ckpt = fitted
+    state = torch.load(ckpt, weights_only=True)
+    state["hyper_parameters"]["_class_path"] = "this.Model"  # importing `this` prints the Zen
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save(state, foreign)
+    proc = mt("test", *configs, "--ckpt_path", str(foreign), check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert f"mt: error: {foreign}: refusing to load the model class 'this.Model'" in proc.stderr
+    assert "Beautiful is better than ugly" not in proc.stdout + proc.stderr
+
+
+def test_checkpoint_of_another_model_class_than_the_config_is_refused(
+    fitted: tuple[list[str], Path], tiny_corpus: Path, tmp_path: Path
+) -> None:
+    """A Transformer checkpoint with the LSTM's config (or the other way round) would silently
+    run the checkpoint's model and file its results under the config's run name."""
+    _, ckpt = fitted
+    lstm = ["--config", "configs/lstm-small.yaml", "--config", str(tiny_overlay(tmp_path, tiny_corpus, "lstm"))]
+    proc = mt("test", *lstm, "--ckpt_path", str(ckpt), check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert (
+        f"mt: error: {ckpt} holds a TransformerSeq2Seq model but the config's model is LSTMSeq2Seq"
+    ) in proc.stderr
+    assert "Traceback" not in proc.stderr
+    # the same when --ckpt_path last finds it (LightningCLI does not read `last`'s hyperparameters)
+    last = tmp_path / "ckpt" / "last.ckpt"
+    last.parent.mkdir()
+    shutil.copy(ckpt, last)
+    proc = mt("fit", *lstm, "--ckpt_path", "last", check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert f"mt: error: {last} holds a TransformerSeq2Seq model but the config's model is LSTMSeq2Seq" in proc.stderr
+
+
+def test_ckpt_path_last_without_a_checkpoint_is_one_line_error(tiny_corpus: Path, tmp_path: Path) -> None:
+    overlay = tiny_overlay(tmp_path, tiny_corpus, "transformer")
+    proc = mt("fit", "--config", "configs/transformer-small.yaml", "--config", str(overlay),
+              "--ckpt_path", "last", check=False)  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "mt: error: --ckpt_path last: no checkpoint to resume" in proc.stderr
+    assert "last_or_new" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "ckpt").exists()  # nothing started
+
+
+def test_sigterm_during_fit_saves_a_checkpoint_and_fails(tiny_corpus: Path, tmp_path: Path) -> None:
+    """`kill -TERM` during `mt fit`: a checkpoint, one line saying where, exit 143 (not 0).
+    `--ckpt_path last_or_new` with no checkpoint yet starts a new run."""
+    overlay = tiny_overlay(tmp_path, tiny_corpus, "transformer")
+    args = [str(MT), "fit", "--config", "configs/transformer-small.yaml", "--config", str(overlay),
+            "--trainer.max_steps", "100000", "--ckpt_path", "last_or_new"]  # fmt: skip
+    last = tmp_path / "ckpt" / "last.ckpt"
+    with subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            deadline = time.monotonic() + 300
+            while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.2)  # the first validation wrote last.ckpt: the loop is running
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=120)
+        finally:
+            proc.kill()
+    assert proc.returncode == 143, err[-3000:]
+    assert "no checkpoint yet, starting a new run" in out + err
+    (line,) = [x for x in err.splitlines() if x.startswith("[mt] stopped by SIGTERM")]
+    assert line.endswith(f"checkpoint saved to {last} (resume with --ckpt_path last)")
+    step = int(line.split(" at step ")[1].split(":")[0])
+    assert torch.load(last, weights_only=True)["global_step"] == step
+
+
 def test_missing_corpus_is_one_line_error(tmp_path: Path) -> None:
     proc = mt(
         "fit", "--config", "configs/transformer-small.yaml", "--data.data_dir", str(tmp_path / "nowhere"),
@@ -148,5 +314,5 @@ def test_checkpoint_with_another_tokenizer_is_refused(tiny_corpus: Path, tmp_pat
     model = TransformerSeq2Seq(vocab_size=300, d_model=16, n_heads=2, encoder_layers=1, decoder_layers=1, ffn_dim=32)
     model.tokenizer = data_tok
     model.on_load_checkpoint({"mt_tokenizer": data_tok.model_proto})  # the same model: fine
-    with pytest.raises(CheckpointError, match="sentencepiece model differs"):
+    with pytest.raises(CheckpointError, match=r"sentencepiece model differs .*\(300 pieces each, \d+ of"):
         model.on_load_checkpoint({"mt_tokenizer": other_tok.model_proto})

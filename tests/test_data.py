@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +13,15 @@ import torch
 from conftest import shared_data
 
 from mt.data import DataError, TokenBudgetBatchSampler, TranslationDataModule, collate
-from mt.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer, TokenizerError, train_tokenizer
+from mt.tokenizer import (
+    BOS_ID,
+    EOS_ID,
+    PAD_ID,
+    UNK_ID,
+    Tokenizer,
+    TokenizerError,
+    train_tokenizer,
+)
 
 # --------------------------------------------------------------------------------------------
 # Tokenizer
@@ -57,6 +67,52 @@ def test_tokenizer_vocab_too_large_is_a_clear_error(tiny_corpus: Path) -> None:
         train_tokenizer([tiny_corpus / "train.de"], vocab_size=5000)
     with pytest.raises(TokenizerError, match="too small"):
         train_tokenizer([tiny_corpus / "train.de"], vocab_size=100)
+
+
+def test_tokenizer_vocab_too_small_for_the_characters_asks_for_a_larger_one(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    chars = [chr(0x4E00 + i) for i in range(600)]  # 600 distinct CJK characters
+    text = tmp_path / "cjk.txt"
+    text.write_text("".join("".join(rng.choice(chars, 20)) + "\n" for _ in range(2000)), "utf-8")
+    with pytest.raises(TokenizerError) as err:
+        train_tokenizer([text], vocab_size=300)
+    assert "choose a larger vocab_size (>= " in str(err.value) and "smaller" not in str(err.value)
+
+
+_TRAIN_IN_A_PROCESS = """
+import os, sys
+os.cpu_count = lambda: {cpus}  # the trainer must not depend on the machine's core count
+from mt.tokenizer import train_tokenizer
+tokenizer = train_tokenizer([{de!r}, {en!r}], vocab_size=320, model_type={kind!r})
+sys.stdout.buffer.write(tokenizer.model_proto)
+"""
+
+
+@pytest.mark.parametrize("kind", ["unigram", "bpe"])
+def test_tokenizer_is_a_pure_function_of_its_inputs(tiny_corpus: Path, kind: str) -> None:
+    """Two processes (1 and 2 CPUs) train byte-identical models: the cache key pins the
+    tokenizer, and nodes with separate caches train the same vocabulary."""
+    files = {"de": str(tiny_corpus / "train.de"), "en": str(tiny_corpus / "train.en")}
+    models = [
+        subprocess.run(
+            [sys.executable, "-c", _TRAIN_IN_A_PROCESS.format(cpus=cpus, kind=kind, **files)],
+            capture_output=True, check=True, timeout=300,
+        ).stdout
+        for cpus in (1, 2)
+    ]  # fmt: skip
+    assert models[0] and models[0] == models[1]
+    assert Tokenizer(models[0]).vocab_size == 320
+
+
+def test_tokenizer_difference_is_described(tiny_corpus: Path) -> None:
+    from mt.tokenizer import describe_difference
+
+    files = [tiny_corpus / "train.de", tiny_corpus / "train.en"]
+    unigram = train_tokenizer(files, vocab_size=300)
+    bpe = train_tokenizer(files, vocab_size=300, model_type="bpe")
+    described = describe_difference(unigram, bpe)
+    assert described.startswith("300 pieces each, ") and " of the first 300 differ (first at id " in described
+    assert describe_difference(unigram, train_tokenizer(files, vocab_size=310)).startswith("300 vs 310 pieces")
 
 
 # --------------------------------------------------------------------------------------------

@@ -307,6 +307,22 @@ def test_atomic_save_never_leaves_a_partial_file(tmp_path: Path) -> None:
     assert AtomicCheckpointIO().load_checkpoint(path) == {"step": 3}
 
 
+def test_checkpoints_follow_the_umask(tmp_path: Path) -> None:
+    """Not mkstemp's 0o600: a checkpoint is readable by whoever the umask lets read files."""
+    old_mask = os.umask(0o022)
+    try:
+        atomic_torch_save({"step": 1}, tmp_path / "a.ckpt")
+        os.umask(0o077)
+        AtomicCheckpointIO().save_checkpoint({"step": 1}, tmp_path / "b.ckpt")
+    finally:
+        os.umask(old_mask)
+    assert (tmp_path / "a.ckpt").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b.ckpt").stat().st_mode & 0o777 == 0o600
+    (tmp_path / "a.ckpt").chmod(0o664)  # a file replaced keeps its mode, as with open("w")
+    atomic_torch_save({"step": 2}, tmp_path / "a.ckpt")
+    assert (tmp_path / "a.ckpt").stat().st_mode & 0o777 == 0o664
+
+
 def test_ckpt_path_last_includes_slurm_hpc_checkpoints(tmp_path: Path) -> None:
     trainer = pl.Trainer(
         default_root_dir=tmp_path,

@@ -7,6 +7,7 @@ normalises it (``decode(encode(line))``), so line count, order and content can a
 from __future__ import annotations
 
 import io
+import os
 import random
 import subprocess
 import sys
@@ -221,7 +222,7 @@ def test_read_lines_splits_on_newline_only() -> None:
     assert list(read_lines(io.BytesIO(b"\n"), "x")) == [""]
 
 
-def test_max_input_tokens_splits_and_crops(
+def test_max_input_tokens_splits_at_sentences_then_words(
     tokenizer: Tokenizer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     sentences = [long_line(6, seed=s).capitalize() + p for s, p in enumerate(".!?;.")]
@@ -234,22 +235,48 @@ def test_max_input_tokens_splits_and_crops(
     limit = 50
     assert len(tokenizer.encode([splittable])[0]) > limit
     assert all(len(ids) <= limit for ids in tokenizer.encode(sentences))
+    model = CopyModel(tokenizer)
     rc = run_main(
-        CopyModel(tokenizer),
+        model,
         "--checkpoint", str(tmp_path / "m.ckpt"), "--input", str(path), "--output", str(out),
         "--max-input-tokens", str(limit), "--beam-size", "2",
     )  # fmt: skip
     assert rc == 0
     err = capsys.readouterr().err
-    assert "warning: line 2: " in err and "split" in err
-    assert "warning: line 4: " in err and "cropped" in err
+    assert "warning: line 2: " in err and "warning: line 4: " in err and "split into" in err
     assert "line 1:" not in err
-    assert "1 split, 1 cropped" in err  # line 4 is one piece: cropped, not split
+    assert "2 split" in err
     got = out.read_text(encoding="utf-8").split("\n")[:-1]
     assert len(got) == 4
     assert got[0] == "Short line."
     assert got[1] == normalised(tokenizer, splittable)  # pieces joined with a space
-    assert got[3] == tokenizer.decode([tokenizer.encode([unsplittable])[0][:limit]])[0]
+    assert got[3] == normalised(tokenizer, unsplittable)  # split between words: nothing cropped
+    assert max(width for _, width in model.batch_shapes) <= limit + 1  # + EOS
+
+
+def test_a_20000_word_line_is_split_not_shortened(
+    tokenizer: Tokenizer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """By default a line longer than the model was trained on (its checkpoint's data.max_len)
+    is split and its pieces' translations joined: one output line, nothing dropped, counted."""
+    huge = long_line(20_000, seed=3)
+    lines = ["The cat sleeps.", huge, ""]
+    path, out = tmp_path / "in.txt", tmp_path / "out.txt"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    model = CopyModel(tokenizer)
+    model.trained_max_len = 256
+    rc = run_main(
+        model, "--checkpoint", str(tmp_path / "m.ckpt"), "--input", str(path),
+        "--output", str(out), "--beam-size", "1",
+    )  # fmt: skip
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert "summary: 3 lines in, 3 lines out, 1 empty, 1 split," in err
+    assert "warning: line 2: " in err and "> --max-input-tokens 256: split into" in err
+    got = out.read_text(encoding="utf-8").split("\n")[:-1]
+    assert len(got) == 3 and got[0] == "The cat sleeps." and got[2] == ""
+    assert got[1] == normalised(tokenizer, huge)  # every word of the 20,000 is there
+    assert max(width for _, width in model.batch_shapes) <= 257
 
 
 def test_out_of_memory_is_retried_in_halves(tokenizer: Tokenizer) -> None:
@@ -343,7 +370,7 @@ def test_user_errors_are_one_line(tokenizer: Tokenizer, tmp_path: Path, capsys) 
         model, "--checkpoint", str(tmp_path / "m.ckpt"), "--input", str(existing),
         "--output", str(existing),
     )  # fmt: skip
-    assert rc == 1 and "same file" in capsys.readouterr().err
+    assert rc == 2 and "same file" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--checkpoint", "x", "--beam-size", "2", "--nbest", "3"])
 
@@ -361,8 +388,10 @@ def test_script_reports_errors_without_traceback(tmp_path: Path) -> None:
     assert proc.stdout == ""
 
 
-def _write_checkpoint(path: Path, tokenizer: Tokenizer) -> None:
-    """A tiny untrained Transformer saved the way training saves it (weights + hooks)."""
+def _write_checkpoint(path: Path, tokenizer: Tokenizer, max_len: int | None = None) -> None:
+    """A tiny untrained Transformer saved the way training saves it (weights + hooks); with
+    ``max_len``, the data module's hyperparameters say it was trained on at most that many
+    subwords per sentence."""
     from mt.transformer import TransformerSeq2Seq
 
     torch.manual_seed(0)
@@ -377,6 +406,8 @@ def _write_checkpoint(path: Path, tokenizer: Tokenizer) -> None:
     )
     model.tokenizer = tokenizer
     ckpt = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}
+    if max_len is not None:
+        ckpt["datamodule_hyper_parameters"] = {"max_len": max_len}
     model.on_save_checkpoint(ckpt)
     torch.save(ckpt, path)
 
@@ -404,6 +435,24 @@ def test_script_with_a_real_checkpoint(tokenizer: Tokenizer, tmp_path: Path) -> 
     assert rows[2][2] == rows[3][2] == rows[4][2] == rows[5][2] == ""
 
 
+def test_script_splits_lines_longer_than_the_checkpoint_was_trained_on(
+    tokenizer: Tokenizer, tmp_path: Path
+) -> None:
+    ckpt = tmp_path / "tiny.ckpt"
+    _write_checkpoint(ckpt, tokenizer, max_len=32)
+    path, out = tmp_path / "in.txt", tmp_path / "out.txt"
+    path.write_text(f"The cat sleeps.\n{long_line(100, seed=4)}\n", encoding="utf-8")
+    script = [sys.executable, str(REPO / "scripts" / "translate.py"), "--checkpoint", str(ckpt)]
+    proc = subprocess.run(
+        [*script, "--input", str(path), "--output", str(out), "--beam-size", "1", "--device", "cpu"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "summary: 2 lines in, 2 lines out, 0 empty, 1 split," in proc.stderr
+    assert "warning: line 2: " in proc.stderr and "--max-input-tokens 32" in proc.stderr
+    assert out.read_text(encoding="utf-8").count("\n") == 2
+
+
 def test_corrupt_checkpoint_is_one_line_error(
     tokenizer: Tokenizer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -419,3 +468,152 @@ def test_corrupt_checkpoint_is_one_line_error(
     err = capsys.readouterr().err
     assert err.startswith("error: ") and len(err.splitlines()) == 1
     assert str(corrupt) in err
+
+
+# ------------------------------------------------------------------------- output never destroyed
+
+
+def _translate_files(model: nn.Module, tmp_path: Path, src: Path, out: Path, *extra: str) -> int:
+    return run_main(
+        model,
+        "--checkpoint", str(tmp_path / "m.ckpt"), "--input", str(src), "--output", str(out),
+        "--beam-size", "1", "--quiet", *extra,
+    )  # fmt: skip
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp"))
+
+
+@pytest.mark.parametrize("link", ["hard", "symbolic"])
+def test_output_linked_to_the_input_is_refused(
+    tokenizer: Tokenizer, tmp_path: Path, link: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "in.txt"
+    src.write_text("The cat sleeps.\nThe dog runs.\n", encoding="utf-8")
+    out = tmp_path / "sub" / "out.txt"
+    out.parent.mkdir()
+    (out.hardlink_to if link == "hard" else out.symlink_to)(src)
+    rc = _translate_files(CopyModel(tokenizer), tmp_path, src, out)
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert err == f"error: --output is the same file as --input (same device and inode): {out}\n"
+    assert src.read_text(encoding="utf-8") == "The cat sleeps.\nThe dog runs.\n"
+
+
+def test_failed_run_leaves_the_earlier_output_untouched(
+    tokenizer: Tokenizer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src, out = tmp_path / "in.txt", tmp_path / "out.txt"
+    src.write_text("The cat.\nThe dog.\n", encoding="utf-8")
+    assert _translate_files(CopyModel(tokenizer), tmp_path, src, out) == 0
+    good = out.read_bytes()
+    assert good == b"The cat.\nThe dog.\n"
+    src.write_bytes(b"The river.\n" * 5 + b"\xff\xfe binary\n")  # fails on line 6
+    rc = _translate_files(CopyModel(tokenizer), tmp_path, src, out, "--chunk-lines", "2")
+    assert rc == 1 and "line 6: invalid UTF-8" in capsys.readouterr().err
+    assert out.read_bytes() == good
+    assert _leftovers(tmp_path) == []
+
+
+def test_output_follows_the_umask_and_keeps_a_symlink(tokenizer: Tokenizer, tmp_path: Path) -> None:
+    src = tmp_path / "in.txt"
+    src.write_text("The cat.\n", encoding="utf-8")
+    real, link = tmp_path / "real.txt", tmp_path / "link.txt"
+    real.write_text("old\n", encoding="utf-8")
+    real.chmod(0o640)
+    link.symlink_to(real)
+    assert _translate_files(CopyModel(tokenizer), tmp_path, src, link) == 0
+    assert link.is_symlink() and real.read_text(encoding="utf-8") == "The cat.\n"
+    assert real.stat().st_mode & 0o777 == 0o640  # the replaced file's mode is kept
+    old_mask = os.umask(0o027)
+    try:
+        new = tmp_path / "new.txt"
+        assert _translate_files(CopyModel(tokenizer), tmp_path, src, new) == 0
+    finally:
+        os.umask(old_mask)
+    assert new.stat().st_mode & 0o777 == 0o640  # 0o666 minus the umask, not mkstemp's 0o600
+
+
+_KILLED_RUN = """
+import os, signal, sys
+sys.path.insert(0, {tests!r})
+from test_translate import CopyModel
+from mt.tokenizer import Tokenizer
+from mt.translate import main
+
+class DiesInTheThirdChunk(CopyModel):
+    def encode(self, src, src_pad_mask):
+        if len(self.batch_sizes) == 2:
+            os.kill(os.getpid(), signal.{signal})
+        return super().encode(src, src_pad_mask)
+
+model = DiesInTheThirdChunk(Tokenizer.from_file({spm!r}))
+sys.exit(main(sys.argv[1:], loader=lambda path, map_location: model))
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGKILL", "SIGTERM"])
+def test_killed_run_leaves_the_earlier_output_untouched(
+    tokenizer: Tokenizer, tmp_path: Path, sig: str
+) -> None:
+    spm_file, src, out = tmp_path / "spm.model", tmp_path / "in.txt", tmp_path / "out.txt"
+    spm_file.write_bytes(tokenizer.model_proto)
+    src.write_text("".join(f"The cat {i}.\n" for i in range(10)), encoding="utf-8")
+    (tmp_path / "m.ckpt").write_bytes(b"placeholder")
+    out.write_text("an earlier complete translation\n", encoding="utf-8")
+    code = _KILLED_RUN.format(tests=str(REPO / "tests"), spm=str(spm_file), signal=sig)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "--checkpoint", str(tmp_path / "m.ckpt"), "--input",
+         str(src), "--output", str(out), "--beam-size", "1", "--chunk-lines", "3", "--quiet"],
+        capture_output=True, text=True, timeout=120, cwd=REPO,
+    )  # fmt: skip
+    assert out.read_text(encoding="utf-8") == "an earlier complete translation\n"
+    if sig == "SIGTERM":  # caught: the temporary file is removed, the exit status says why
+        assert proc.returncode == 143, proc.stderr
+        assert proc.stderr == (
+            "error: stopped by SIGTERM before the translation was complete (an output file is "
+            "not replaced)\n"
+        )
+        assert _leftovers(tmp_path) == []
+        return
+    assert proc.returncode == -9, proc.stderr
+    # what was written before the kill sits in a hidden temporary file, not under the output name
+    (partial,) = _leftovers(tmp_path)
+    assert partial.startswith(".out.txt.")
+    assert (tmp_path / partial).read_text(encoding="utf-8").count("\n") == 6
+
+
+def test_output_folder_is_checked_before_the_model_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "in.txt"
+    src.write_text("The cat.\n", encoding="utf-8")
+    (tmp_path / "m.ckpt").write_bytes(b"placeholder")
+
+    def loader(path: str, map_location: str) -> nn.Module:
+        raise AssertionError("the model was loaded before the output path was checked")
+
+    def run(output: Path) -> int:
+        args = ["--checkpoint", str(tmp_path / "m.ckpt"), "--input", str(src)]
+        return main([*args, "--output", str(output)], loader=loader)
+
+    missing = tmp_path / "no-such-folder" / "out.txt"
+    assert run(missing) == 2
+    assert capsys.readouterr().err == (
+        f"error: --output {missing}: the folder {missing.parent} does not exist\n"
+    )
+    assert run(src / "out.txt") == 2
+    assert capsys.readouterr().err == f"error: --output {src / 'out.txt'}: the folder {src} is not a folder\n"
+    assert run(tmp_path) == 2
+    assert capsys.readouterr().err == f"error: --output is a directory: {tmp_path}\n"
+
+    def read_only(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("mt.translate.tempfile.mkstemp", read_only)  # as root, chmod would not do
+    assert run(tmp_path / "out.txt") == 2
+    assert capsys.readouterr().err == (
+        f"error: --output {tmp_path / 'out.txt'}: cannot write to the folder {tmp_path} "
+        "(Permission denied)\n"
+    )
