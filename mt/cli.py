@@ -43,6 +43,7 @@ from mt.module import (
     checkpoint_tokenizer,
 )
 from mt.options import OptionError
+from mt.precision import resolve_precision
 from mt.tokenizer import TokenizerError
 
 RUN_ID_FILE = "wandb_run_id"
@@ -140,6 +141,14 @@ class MTCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.vocab_size", "model.init_args.vocab_size")
+
+    def before_instantiate_classes(self) -> None:
+        # trainer.precision null (the small configs): what fits this machine (mt/precision.py).
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        chosen, note = resolve_precision(config.trainer.precision, config.trainer.accelerator)
+        config.trainer.precision = chosen
+        if note:
+            rank_zero_info(note)
 
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
         trainer = super().instantiate_trainer(**kwargs)

@@ -1,0 +1,78 @@
+"""Numeric precision that fits the machine.
+
+``trainer.precision: null`` (the small configs) means "choose for this machine":
+
+* a CUDA GPU with bf16 (Ampere and later): ``bf16-mixed``;
+* a CPU that multiplies bf16 natively (x86 with AVX512-BF16 or AMX, Arm with the BF16
+  extension): ``bf16-mixed``, i.e. bf16 autocast. Measured on this project's 2-vCPU AMD EPYC
+  (AVX512-BF16), one thread: an LSTM layer (64 x 30 x 256) plus an 8000-way output layer, forward
+  and backward, about 2x faster than float32;
+* anything else: ``32-true``.
+
+Any other value is used as given. Under ``bf16-mixed`` Lightning keeps the weights and the
+optimizer in float32 and autocasts matrix products and recurrent layers to bf16; the
+log-softmax and the loss are computed in float32 (``Seq2SeqModule._loss``), and bf16 needs no
+loss scaling (it has float32's exponent range).
+"""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+import torch
+
+__all__ = ["cpu_supports_bf16", "resolve_precision"]
+
+BF16 = "bf16-mixed"
+FP32 = "32-true"
+CPUINFO = Path("/proc/cpuinfo")
+
+
+def cpu_supports_bf16() -> bool:
+    """True when this CPU has native bf16 arithmetic (not oneDNN's float32 emulation)."""
+    machine = platform.machine().lower()
+    if machine in {"x86_64", "amd64", "i686", "x86"}:
+        # torch's own CPUID probes (private but stable since torch 2.1); no /proc parsing needed.
+        probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+    if machine in {"aarch64", "arm64"}:
+        try:  # Linux lists the Arm BF16 extension as the "bf16" feature flag.
+            text = CPUINFO.read_text(encoding="ascii", errors="replace")
+        except OSError:
+            return False
+        return any(
+            line.startswith("Features") and "bf16" in line.split(":", 1)[-1].split()
+            for line in text.splitlines()
+        )
+    return False
+
+
+def _uses_cuda(accelerator: object) -> bool:
+    name = str(accelerator or "auto").lower()
+    if name in {"gpu", "cuda"}:
+        return True
+    return name == "auto" and torch.cuda.is_available()
+
+
+def resolve_precision(precision: object, accelerator: object = "auto") -> tuple[object, str | None]:
+    """The precision to train with, and a one-line note for the log (None: nothing to say).
+
+    Args:
+        precision: ``trainer.precision`` as configured; None means "choose for this machine".
+        accelerator: ``trainer.accelerator`` (``auto``, ``cpu``, ``gpu``, ``cuda``, ...).
+    """
+    cuda = _uses_cuda(accelerator)
+    if precision is None:
+        if cuda:
+            chosen = BF16 if torch.cuda.is_bf16_supported() else FP32
+            return chosen, f"[mt] precision: {chosen} (GPU {'with' if chosen == BF16 else 'without'} bf16)"
+        if cpu_supports_bf16():
+            return BF16, f"[mt] precision: {BF16} (this CPU multiplies bf16 natively); force float32 with --trainer.precision 32-true"
+        return FP32, f"[mt] precision: {FP32} (this CPU has no native bf16)"
+    if str(precision).startswith("bf16") and not cuda and not cpu_supports_bf16():
+        return precision, (
+            f"[mt] warning: precision {precision} on a CPU without native bf16: it will run, "
+            "emulated and slower than float32"
+        )
+    return precision, None
