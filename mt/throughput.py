@@ -47,14 +47,15 @@ So forward FLOPs = 2 [L_enc (4D^2 + 2DF) + 2 L_dec D^2] sum s + 2 [L_dec (6D^2 +
 The per-token sizes are read from the layers' weight shapes (the sum of ``nn.Linear`` weights in a
 layer), so a change of FFN or projection shapes is followed automatically.
 
-Recurrent (``mt.rnn.RNNSeq2Seq``; E embedding, H hidden size = encoder width per direction, V vocab)
--------------------------------------------------------------------------------------------------
-A recurrent layer with input size I computes G gates of width H from input and previous hidden
+Recurrent (``mt.rnn.RNNSeq2Seq``; E embedding, H hidden size of the decoder and the memory, V vocab)
+---------------------------------------------------------------------------------------------------
+A recurrent layer with input size I and width W computes G gates from input and previous hidden
 (G = 4 for an ``nn.LSTM``, 3 for an ``nn.GRU``, 1 for an ``nn.RNN``):
-    G H (I + H) multiply-adds per token and direction (``weight_ih`` GH x I, ``weight_hh`` GH x H).
-Encoder: per source token, for each layer l and each of the two directions G H (I_l + H) with
-    I_0 = E, I_l = 2H; then the memory projection W_m (2H x H).
-Bridge: per sentence, per decoder layer, one (2H x NH) map of the final states (N = 2 for an
+    G W (I + W) multiply-adds per token and direction (``weight_ih`` GW x I, ``weight_hh`` GW x W).
+Encoder: per source token, for each layer l and each of the two directions G W (I_l + W) with
+    W = H/2 (``split_directions``, the default) or H, I_0 = E, I_l = 2W; without the split, the
+    memory projection W_m (2H x H).
+Bridge: per sentence, per decoder layer, one (2W x NH) map of the final states (N = 2 for an
     LSTM's h and c, 1 otherwise).
 Decoder: per target token and layer G H (I_l + H) with I_0 = E (+ H with input feeding), I_l = H.
 Attention per target token: scores over the source (H per source token: the dot product, or
@@ -171,7 +172,7 @@ def transformer_flop_terms(model: nn.Module) -> list[FlopTerm]:
 def rnn_flop_terms(model: nn.Module) -> list[FlopTerm]:
     """Forward FLOP terms of a :class:`mt.rnn.RNNSeq2Seq`, any cell (see module docstring)."""
     attention = model.attention
-    width = int(model.memory_proj.out_features)  # H of the memory, query and context
+    width = int(model.hidden_size)  # H of the memory, query and context
     src_linear = _linear_macs([model.memory_proj, attention.key_proj])
     tgt_linear = _linear_macs([attention.query_proj, model.combine])
     # Score (dot product, or v_a . tanh(.) for bahdanau) + context: H + H per (t, s) pair.

@@ -342,8 +342,9 @@ def test_embeddings_scaled_by_default_and_old_checkpoints_load_unscaled(
 
     scaled = make_model("luong_general", True, cls=LSTMSeq2Seq)
     plain = make_model(
-        "luong_general", True, cls=LSTMSeq2Seq, scale_embeddings=False, residual_decoder=False
-    )
+        "luong_general", True, cls=LSTMSeq2Seq, scale_embeddings=False, residual_decoder=False,
+        split_directions=False,
+    )  # fmt: skip
     assert scaled.embed_scale == EMBED**0.5 and plain.embed_scale == 1.0
     assert isinstance(plain.decoder_rnn, nn.LSTM) and plain.decoder_rnn.num_layers == 2
     src = pad_rows([[5, 6, 7, EOS_ID]])
@@ -354,7 +355,7 @@ def test_embeddings_scaled_by_default_and_old_checkpoints_load_unscaled(
 
     tokenizer = train_tokenizer([tiny_corpus / "train.de", tiny_corpus / "train.en"], 300)
     plain.tokenizer = tokenizer
-    old_options = {"scale_embeddings", "residual_decoder", "cell"}
+    old_options = {"scale_embeddings", "residual_decoder", "cell", "split_directions"}
     hparams = {k: v for k, v in plain.hparams.items() if k not in old_options}
     checkpoint = {"hyper_parameters": hparams, "state_dict": plain.state_dict()}
     plain.on_save_checkpoint(checkpoint)
@@ -362,16 +363,18 @@ def test_embeddings_scaled_by_default_and_old_checkpoints_load_unscaled(
     torch.save(checkpoint, tmp_path / "old.ckpt")
     loaded = load_checkpoint(tmp_path / "old.ckpt")
     assert isinstance(loaded, LSTMSeq2Seq) and loaded.embed_scale == 1.0
-    assert isinstance(loaded.decoder_rnn, nn.LSTM)
+    assert isinstance(loaded.decoder_rnn, nn.LSTM) and loaded.memory_proj is not None
     assert LSTMSeq2Seq.load_from_checkpoint(tmp_path / "old.ckpt").embed_scale == 1.0
     with pytest.raises(CheckpointError, match="holds a LSTMSeq2Seq, not a TransformerSeq2Seq"):
         TransformerSeq2Seq.load_from_checkpoint(tmp_path / "old.ckpt")
     # Resuming it into a model built with the new default (mt fit --ckpt_path) is refused.
-    with pytest.raises(CheckpointError, match="option.s. 'scale_embeddings', 'residual_decoder'") as err:
+    options = "'scale_embeddings', 'residual_decoder', 'split_directions'"
+    with pytest.raises(CheckpointError, match=f"option.s. {options}") as err:
         scaled.on_load_checkpoint(checkpoint)
-    assert "--model.init_args.scale_embeddings false --model.init_args.residual_decoder false" in str(
-        err.value
-    )
+    assert (
+        "--model.init_args.scale_embeddings false --model.init_args.residual_decoder false "
+        "--model.init_args.split_directions false"
+    ) in str(err.value)
     with torch.no_grad():
         same = loaded(src, src == PAD_ID, tgt_in) - plain(src, src == PAD_ID, tgt_in)
     assert same.abs().max() == 0

@@ -215,12 +215,16 @@ def test_transformer_formula_in_closed_form() -> None:
     assert train_flops(model, batch) == 3 * forward_flops(model, batch)
 
 
-def test_lstm_formula_in_closed_form() -> None:
+@pytest.mark.parametrize("split", [True, False], ids=["split", "projected"])
+def test_lstm_formula_in_closed_form(split: bool) -> None:
     e, h, v = 16, 24, VOCAB
-    model = make_model("lstm", "bahdanau-feed1")  # 2 encoder layers, 3 decoder layers
+    torch.manual_seed(0)  # 2 encoder layers, 3 decoder layers:
+    model = RNNSeq2Seq(VOCAB, **LSTMS["bahdanau-feed1"], split_directions=split)
     src, tgt = [4, 6], [5, 3]
     batch = collate(items([(s - 1, t - 1) for s, t in zip(src, tgt, strict=True)]))
-    per_src = 2 * (4 * h * (e + h) + 4 * h * (2 * h + h)) + 2 * h * h + h * h  # LSTMs, W_m, W_k
+    w = h // 2 if split else h  # units per encoder direction
+    projection = 0 if split else 2 * h * h  # W_m
+    per_src = 2 * (4 * w * (e + w) + 4 * w * (2 * w + w)) + projection + h * h  # LSTMs, W_m, W_k
     decoder = 4 * h * ((e + h) + h) + 2 * 4 * h * (h + h)  # input feeding on layer 0
     per_tgt = decoder + h * h + 2 * h * h + h * v  # W_q, W_c, W_s
     per_pair = 2 * h  # score (v_a) + context
@@ -228,7 +232,7 @@ def test_lstm_formula_in_closed_form() -> None:
         per_src * sum(src)
         + per_tgt * sum(tgt)
         + per_pair * sum(s * t for s, t in zip(src, tgt, strict=True))
-        + 3 * (2 * h) ** 2 * len(src)  # bridge
+        + 3 * (2 * w) * (2 * h) * len(src)  # bridge
     )
     assert forward_flops(model, batch) == 2 * macs
 
