@@ -10,7 +10,9 @@
 Each ``--checkpoints`` entry is a checkpoint file or a run directory (its
 ``checkpoints/best.ckpt``, else ``best.ckpt``, else ``checkpoints/last.ckpt``/``last.ckpt``).
 The run directory of a checkpoint file ``RUN/checkpoints/X.ckpt`` is ``RUN`` (else the file's
-folder); every ``metrics.csv`` under it (a ``CSVLogger``) is read for the training logs.
+folder, :func:`mt.runs.run_dir_of`); every ``metrics.csv`` under it (a ``CSVLogger``) is read for
+the training logs. A model's default name is its run directory's (``transformer-small`` for
+``runs/transformer-small/version_0``).
 
 For every model: translate ``SRC`` with :class:`mt.translate.Translator` (the decoding path of
 ``scripts/translate.py``), score with :func:`mt.evaluation.corpus_scores` (so the numbers equal
@@ -56,6 +58,7 @@ from mt.evaluation import (
     paired_bootstrap,
     stress_set,
 )
+from mt.runs import run_dir_of, run_name
 
 __all__ = [
     "THROUGHPUT_COLUMNS",
@@ -113,8 +116,7 @@ def find_checkpoint(path: str | Path) -> tuple[Path, Path | None]:
         raise InputError(f"{path}: no checkpoints/best.ckpt, best.ckpt or last.ckpt in it")
     if not path.is_file():
         raise InputError(f"{path}: no such checkpoint file or run directory")
-    run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
-    return path, run_dir
+    return path, run_dir_of(path)
 
 
 def _float(text: str | None) -> float | None:
@@ -199,7 +201,7 @@ def _model_names(
         return list(names)
     out: list[str] = []
     for ckpt, run_dir in runs:
-        base = run_dir.name if run_dir is not None and run_dir.name else ckpt.stem
+        base = run_name(run_dir) if run_dir is not None and run_dir.name else ckpt.stem
         name, i = base, 2
         while name in out:
             name, i = f"{base}-{i}", i + 1

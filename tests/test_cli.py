@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -27,13 +28,33 @@ def mt(*args: str, cwd: Path = ROOT, check: bool = True) -> subprocess.Completed
     return proc
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
+BASE = ROOT / "configs" / "base.yaml"
+MODEL_CONFIGS = [c for c in CONFIGS if c != BASE]
+
+
+@pytest.mark.parametrize("config", MODEL_CONFIGS, ids=[c.stem for c in MODEL_CONFIGS])
 def test_every_shipped_config_parses(config: Path) -> None:
-    out = mt("fit", "--config", str(config), "--print_config").stdout
-    resolved = yaml.safe_load(out)
+    """Each per-model config, alone (layered over base.yaml by `mt`) and after an explicit
+    `--config configs/base.yaml`, resolves to the same complete config with no output paths."""
+    alone = mt("fit", "--config", str(config), "--print_config").stdout
+    explicit = mt("fit", "--config", str(BASE), "--config", str(config), "--print_config").stdout
+    assert alone == explicit
+    resolved = yaml.safe_load(alone)
     # vocab_size is linked from the data module, never configured twice
     assert "vocab_size" not in resolved["model"]["init_args"] and resolved["data"]["vocab_size"] > 0
     assert resolved["model"]["class_path"] == yaml.safe_load(config.read_text())["model"]["class_path"]
+    # the shared parts come from base.yaml; the run folder, not the config, places every output
+    (checkpoint,) = [c for c in resolved["trainer"]["callbacks"] if c["class_path"].endswith("ModelCheckpoint")]
+    assert checkpoint["init_args"]["monitor"] == "val/bleu" and checkpoint["init_args"]["dirpath"] is None
+    loggers = [lg["class_path"].rsplit(".", 1)[-1] for lg in resolved["trainer"]["logger"]]
+    assert loggers == ["WandbLogger", "CSVLogger"]
+    assert resolved["trainer"]["default_root_dir"] is None
+    assert "runs/" not in yaml.safe_dump(yaml.safe_load(config.read_text()))
+
+
+def test_base_config_parses_alone() -> None:
+    resolved = yaml.safe_load(mt("fit", "--config", str(BASE), "--print_config").stdout)
+    assert resolved["model"] is None and resolved["data"]["data_dir"] == "data/multi30k"
 
 
 def test_model_help_lists_options() -> None:
@@ -52,10 +73,39 @@ def test_model_help_lists_options() -> None:
 )
 def test_config_errors_name_the_key(override: list[str], expected: str) -> None:
     proc = mt("fit", "--config", "configs/lstm-small.yaml", *override, "--print_config", check=False)
-    assert proc.returncode != 0
-    assert expected in proc.stderr
+    assert proc.returncode == 2
+    assert_one_line_error(proc, expected)
     if "attention" in override[0] and "atention" not in override[0]:
         assert "bahdanau" in proc.stderr and "luong_dot" in proc.stderr  # the allowed values
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, expected: str) -> None:
+    """Exit status 2 and a single `mt: error: ...` line on stderr that names ``expected``."""
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and "usage:" not in proc.stderr, proc.stderr
+    assert lines[-1].startswith("mt: error: ") and expected in lines[-1], proc.stderr
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["fitt"], "fitt"),
+        (["fit", "--config", "configs/lstm-small.yaml", "--trainer.max_stepz", "3"], "max_stepz"),
+        (["test", "--config", "configs/lstm-small.yaml", "--ckpt_pth", "x"], "ckpt_pth"),
+        (["fit", "--config", "configs/nowhere.yaml"], "nowhere.yaml"),
+    ],
+    ids=["unknown-subcommand", "misspelt-option", "misspelt-test-option", "missing-config"],
+)
+def test_bad_command_lines_are_one_line_errors(args: list[str], expected: str) -> None:
+    assert_one_line_error(mt(*args, check=False), expected)
+
+
+def test_unknown_key_in_a_config_file_is_one_line_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("trainer:\n  max_stepz: 3\n")
+    proc = mt("fit", "--config", "configs/lstm-small.yaml", "--config", str(bad), "--print_config", check=False)
+    assert_one_line_error(proc, "max_stepz")
 
 
 def test_config_for_the_wrong_class_is_rejected(tmp_path: Path) -> None:
@@ -129,7 +179,7 @@ def test_fit_then_validate_then_translate_from_checkpoint_alone(
 def test_missing_corpus_is_one_line_error(tmp_path: Path) -> None:
     proc = mt(
         "fit", "--config", "configs/transformer-small.yaml", "--data.data_dir", str(tmp_path / "nowhere"),
-        "--trainer.logger", "false", check=False,
+        "--trainer.logger", "false", "--run_dir", str(tmp_path / "run"), check=False,
     )
     assert proc.returncode == 2
     assert "nowhere/train.de: no such file" in proc.stderr and "download_data.py" in proc.stderr
@@ -150,3 +200,57 @@ def test_checkpoint_with_another_tokenizer_is_refused(tiny_corpus: Path, tmp_pat
     model.on_load_checkpoint({"mt_tokenizer": data_tok.model_proto})  # the same model: fine
     with pytest.raises(CheckpointError, match="sentencepiece model differs"):
         model.on_load_checkpoint({"mt_tokenizer": other_tok.model_proto})
+
+
+def test_fit_twice_script(tiny_corpus: Path, tmp_path: Path) -> None:
+    """tests/fit_twice.sh: two fits with one config land side by side, the first run's best
+    checkpoint tests, a fit into a used run folder is refused (exit 2)."""
+    proc = subprocess.run(
+        ["bash", str(ROOT / "tests" / "fit_twice.sh"), str(MT), str(tiny_corpus), str(tmp_path)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    logs = "".join(f"\n--- {p.name}\n{p.read_text()}" for p in sorted(tmp_path.glob("*.log")))
+    assert proc.returncode == 0, proc.stdout + proc.stderr + logs
+    assert "fit_twice: ok" in proc.stdout
+
+
+FAKE_SRUN = """#!/usr/bin/env bash
+# srun stand-in: drop srun's own options, run the command once, here.
+while [ $# -gt 0 ] && [ "${1#-}" != "$1" ]; do shift; done
+exec "$@"
+"""
+
+
+def test_slurm_script_runs_through_a_fake_srun(tiny_corpus: Path, tmp_path: Path) -> None:
+    """scripts/slurm/train.sbatch's command line, with `srun` replaced by a stub that runs it
+    as one CPU task: it exits 0 and writes into its job's run folder."""
+    if not (ROOT / ".venv" / "bin" / "activate").is_file():
+        pytest.skip("train.sbatch sources .venv/bin/activate: no .venv here (`make install`)")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text(FAKE_SRUN)
+    (bin_dir / "srun").chmod(0o755)
+    overlay = tmp_path / "tiny.yaml"
+    overlay.write_text(yaml.safe_dump({
+        "trainer": {"max_steps": 2, "limit_val_batches": 1, "enable_progress_bar": False},
+        "model": {"init_args": {"d_model": 32, "n_heads": 2, "encoder_layers": 1,
+                                "decoder_layers": 1, "ffn_dim": 64}},
+        "data": {"data_dir": str(tiny_corpus), "vocab_size": 300, "max_tokens": 512, "num_workers": 0},
+    }))  # fmt: skip
+    run_dir = tmp_path / "run"
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "SLURM_SUBMIT_DIR": str(ROOT), "SLURM_JOB_ID": "4242", "SLURM_NNODES": "1",
+        "SLURM_NTASKS_PER_NODE": "1", "SLURM_JOB_NODELIST": "localhost",
+        "RUN_DIR": str(run_dir), "CKPT_EVERY_N_STEPS": "1", "OMP_NUM_THREADS": "1",
+    }  # fmt: skip
+    proc = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "slurm" / "train.sbatch"), "configs/transformer-small.yaml",
+         "--config", str(overlay), "--trainer.accelerator", "cpu", "--trainer.strategy", "auto"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"[mt] run folder: {run_dir}" in proc.stdout + proc.stderr
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert (run_dir / "checkpoints" / "steps" / "step=2.ckpt").is_file()
