@@ -155,6 +155,10 @@ def test_fit_then_validate_then_translate_from_checkpoint_alone(
     configs = ["--config", f"configs/{model}-small.yaml", "--config", str(tiny_overlay(tmp_path, tiny_corpus, model))]
     fit = mt("fit", *configs)
     assert "BLEU" in fit.stdout + fit.stderr and "nrefs:1|case:mixed" in fit.stdout + fit.stderr
+    # One line per validation (steps 3 and 6), then the best score and its checkpoint.
+    val_lines = [line for line in fit.stdout.splitlines() if line.startswith("[mt] val: BLEU = ")]
+    assert [line.rsplit("[step ", 1)[-1] for line in val_lines] == ["3]", "6]"], fit.stdout
+    assert "[mt] best val/bleu = " in fit.stderr and str(tmp_path / "ckpt" / "best.ckpt") in fit.stderr
     last = tmp_path / "ckpt" / "last.ckpt"
     assert last.is_file() and (tmp_path / "ckpt" / "best.ckpt").is_file()
 
