@@ -41,6 +41,13 @@ from mt.cluster import (
     install_atomic_checkpoint_io,
     latest_checkpoint,
 )
+from mt.commands import (
+    COMMANDS,
+    add_benchmark_jobs,
+    command_parsers,
+    one_line,
+    run_command,
+)
 from mt.corpora import DataError
 from mt.data import TranslationDataModule
 from mt.module import CheckpointError, Seq2SeqModule
@@ -180,6 +187,16 @@ class MTCLI(LightningCLI):
             "--ckpt_path FILE). A folder that holds another run's checkpoints is refused "
             "unless --ckpt_path resumes it.",
         )
+
+    def _add_subcommands(self, parser: LightningArgumentParser, **kwargs: Any) -> None:
+        """fit/validate/test/predict, and the other jobs listed beside them in ``mt --help``
+        (``mt.cli.main`` hands their command lines to :func:`mt.commands.run_command`)."""
+        super()._add_subcommands(parser, **kwargs)
+        subcommands = parser._subcommands_action
+        parsers = command_parsers(jobs=False)
+        for name, sub in parsers.items():
+            subcommands.add_subcommand(name, sub, help=sub.description.strip().splitlines()[0])
+        add_benchmark_jobs(parsers["benchmark"])
 
     def _use_run_dir(self, subcommand: str) -> None:
         """Choose the run folder and point the trainer, every logger and every checkpoint
@@ -363,16 +380,6 @@ def with_base_config(args: list[str]) -> list[str]:
     return args
 
 
-def one_line(message: str) -> str:
-    """A parser's (often multi-line) error message as one line, without the lines that only
-    repeat what was given or list the types a value was tried against."""
-    noise = ("Subtypes:", "Errors:", "Given value", "Does not validate against any of the Union",
-             "- Expected a <class 'NoneType'>")
-    lines = [line.strip() for line in str(message).splitlines()]
-    kept = [line for line in lines if line and not line.startswith(noise)]
-    return " ".join(kept or lines)
-
-
 def main(args: list[str] | None = None) -> int:
     """Run the ``mt`` command; 0 on success (the console script passes it to ``sys.exit``).
 
@@ -383,6 +390,9 @@ def main(args: list[str] | None = None) -> int:
     # The data module restores the position inside the epoch (TranslationDataModule.state_dict),
     # which Lightning's check for a resumable *data loader* does not see.
     warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before")
+    argv = sys.argv[1:] if args is None else list(args)
+    if argv and argv[0] in COMMANDS:  # translate, evaluate, compare, benchmark, download
+        return run_command(argv[0], argv[1:])
     if args is None:
         # The command line itself (LightningCLI warns when given both; Lightning's DDP launcher
         # starts the other ranks with sys.argv, base config included).

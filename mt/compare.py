@@ -35,7 +35,6 @@ canvas; without matplotlib the plots are skipped with a warning.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
@@ -47,7 +46,7 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
-from mt.evaluate_cli import InputError, add_bucket_options, add_decoding_options, read_lines
+from mt.evaluate_cli import InputError, read_lines
 from mt.evaluation import (
     DEFAULT_EDGES,
     DEFAULT_N_BOOTSTRAP,
@@ -806,66 +805,9 @@ def write_plots(report: dict[str, Any], out_dir: str | Path) -> list[str]:
 # --------------------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Argument parser of ``scripts/compare.py``."""
-    p = argparse.ArgumentParser(
-        prog="compare.py",
-        description="Compare trained models on one test set: BLEU/chrF with signatures, "
-        "length buckets with intervals, stress sets, paired bootstrap, training logs, plots.",
-    )
-    p.add_argument(
-        "--checkpoints",
-        nargs="+",
-        required=True,
-        metavar="CKPT_OR_RUN_DIR",
-        help="checkpoint files or run directories (RUN/checkpoints/best.ckpt)",
-    )
-    p.add_argument("--names", nargs="+", help="model names (default: run directory names)")
-    p.add_argument("--src", required=True, type=Path, help="source sentences, one per line")
-    p.add_argument("--ref", required=True, type=Path, help="references, one per line")
-    p.add_argument("--out", required=True, type=Path, help="output folder of the report")
-    add_decoding_options(p)
-    p.add_argument(
-        "--stress-k",
-        type=int,
-        nargs="+",
-        default=[1, 2, 4, 8],
-        metavar="K",
-        help="stress sets: K consecutive sentences joined (default: %(default)s)",
-    )
-    add_bucket_options(p)
-    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    return p
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit code (0 ok, 1 bad input, 2 bad arguments)."""
-    args = build_parser().parse_args(argv)
-    try:
-        report = compare(
-            args.checkpoints,
-            args.src,
-            args.ref,
-            args.out,
-            names=args.names,
-            beam_size=args.beam_size,
-            length_penalty=args.length_penalty,
-            max_tokens=args.max_tokens,
-            stress_k=args.stress_k,
-            bucket_edges=args.bucket_edges,
-            n_bootstrap=args.n_bootstrap,
-            seed=args.seed,
-            device=args.device,
-            plots=not args.no_plots,
-        )
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    for m in report["models"]:
-        s = m["scores"]
-        print(
-            f"{m['name']}: BLEU {s['bleu']:.2f}  chrF {s['chrf']:.2f}  ({m['architecture']}, "
-            f"{m['num_parameters']} parameters)"
-        )
-    print(f"{report['signatures']['bleu']}\nreport: {Path(args.out) / 'report.md'}")
-    return 0
+    """Run ``mt compare`` (options: :func:`mt.commands.compare`); returns the exit code (0 ok,
+    1 bad input); bad arguments are ``SystemExit(2)``."""
+    from mt.commands import run_command
+
+    return run_command("compare", argv)

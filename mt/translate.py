@@ -435,7 +435,7 @@ class Translator:
         in_lines: Iterable[str],
         out: TextIO,
         chunk_lines: int = 10_000,
-        progress: TextIO | None = None,
+        progress: TextIO | Callable[[int], None] | None = None,
         progress_interval: float = 5.0,
     ) -> TranslateStats:
         """Translate lines from an iterable to ``out``, ``chunk_lines`` lines at a time.
@@ -447,7 +447,8 @@ class Translator:
             in_lines: input lines without newline characters (e.g. :func:`read_lines`).
             out: text stream the translations are written to, each line ended by ``\\n``.
             chunk_lines: lines read, translated and written at a time (bounds memory).
-            progress: where to report progress (lines done, sentences/s); None = silent.
+            progress: where to report progress (lines done, sentences/s), or a callable given
+                the number of sentences translated so far after every batch; None = silent.
             progress_interval: seconds between progress reports.
 
         Returns:
@@ -460,6 +461,9 @@ class Translator:
 
         def report(done_in_chunk: int) -> None:
             nonlocal last_report
+            if callable(progress):
+                progress(stats.sentences + done_in_chunk)
+                return
             now = time.perf_counter()
             if progress is None or now - last_report < progress_interval:
                 return
@@ -499,87 +503,6 @@ def _one_line(text: str) -> str:
 
 ModelLoader = Callable[[str, str], nn.Module]
 
-_DESCRIPTION = """\
-Translate a text file with a trained checkpoint (the checkpoint carries its tokenizer).
-
-Output: exactly one line per input line, in input order, UTF-8 with "\\n" line ends. With
---nbest N > 1: N lines per input line, best first, formatted
-
-    INDEX ||| SCORE ||| TRANSLATION
-
-where INDEX is the 0-based input line number and SCORE the length-normalised log-probability.
-Empty or whitespace-only input lines give empty translations without running the model. The
-input is split on "\\n" only; a trailing "\\r" (CRLF) is removed. Lines are translated whole
-(no truncation) unless --max-input-tokens is given. The numbers of input and output lines are
-compared at the end: a difference is an error (exit 1).
-"""
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The command-line interface of ``scripts/translate.py``."""
-    p = argparse.ArgumentParser(
-        prog="translate.py",
-        description=_DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--checkpoint", required=True, help="checkpoint file written by training")
-    p.add_argument("--input", default="-", help="input text file, or - for stdin (default: -)")
-    p.add_argument("--output", default="-", help="output file, or - for stdout (default: -)")
-    p.add_argument("--beam-size", type=int, default=5, help="beam size; 1 = greedy (default: 5)")
-    p.add_argument(
-        "--nbest",
-        type=int,
-        default=1,
-        help="translations per input line (<= beam size); > 1 writes "
-        "'INDEX ||| SCORE ||| TRANSLATION' lines, INDEX 0-based (default: 1)",
-    )
-    p.add_argument(
-        "--length-penalty",
-        type=float,
-        default=1.0,
-        help="GNMT length penalty alpha; 0 ranks by raw log-probability (default: 1.0)",
-    )
-    p.add_argument(
-        "--max-tokens",
-        type=int,
-        default=4096,
-        help="batch budget in source subwords, padding counted: sentences x longest "
-        "(default: 4096)",
-    )
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument(
-        "--precision",
-        choices=["32", "bf16", "16"],
-        default="32",
-        help="32, or bf16/16 autocast on the device (default: 32)",
-    )
-    p.add_argument(
-        "--max-input-tokens",
-        type=int,
-        default=None,
-        metavar="N",
-        help="split lines longer than N subwords at sentence punctuation (. ! ? ; + space), "
-        "translate the pieces and join them with a space; a piece still longer than N is "
-        "cropped; both are reported on stderr with the line number (default: no limit)",
-    )
-    p.add_argument(
-        "--errors",
-        choices=["strict", "replace"],
-        default="strict",
-        help="invalid UTF-8 in the input: strict = error naming the line, replace = replace "
-        "with U+FFFD and warn (default: strict)",
-    )
-    p.add_argument(
-        "--chunk-lines",
-        type=int,
-        default=10_000,
-        help="lines read and translated at a time; bounds memory (default: 10000)",
-    )
-    p.add_argument(
-        "--quiet", action="store_true", help="no progress and no summary (warnings still shown)"
-    )
-    return p
-
 
 def _load_checkpoint(path: str, map_location: str) -> nn.Module:
     try:
@@ -596,28 +519,17 @@ def _load_checkpoint(path: str, map_location: str) -> nn.Module:
 
 
 def main(argv: Sequence[str] | None = None, *, loader: ModelLoader | None = None) -> int:
-    """Run the command line; returns the exit status (0 ok, 1 error, 2 usage error).
+    """Run ``mt translate`` (options: :func:`mt.commands.translate`); returns the exit status
+    (0 ok, 1 error); a usage error is ``SystemExit(2)``.
 
     Args:
         argv: arguments without the program name (default: ``sys.argv[1:]``).
         loader: ``(checkpoint_path, map_location) -> model with .tokenizer``; defaults to
             ``mt.module.load_checkpoint``. Tests pass their own.
     """
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.beam_size < 1:
-        parser.error("--beam-size must be >= 1")
-    if not 1 <= args.nbest <= args.beam_size:
-        parser.error("--nbest must be between 1 and --beam-size")
-    if args.max_tokens < 1 or args.chunk_lines < 1:
-        parser.error("--max-tokens and --chunk-lines must be >= 1")
-    if args.max_input_tokens is not None and args.max_input_tokens < 1:
-        parser.error("--max-input-tokens must be >= 1")
-    try:
-        return _run(args, loader or _load_checkpoint)
-    except TranslateError as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
-        return 1
+    from mt.commands import run_command
+
+    return run_command("translate", argv, loader=loader)
 
 
 def _run(args: argparse.Namespace, loader: ModelLoader) -> int:
@@ -664,7 +576,7 @@ def _run(args: argparse.Namespace, loader: ModelLoader) -> int:
             out = stack.enter_context(open(args.output, "w", encoding="utf-8", newline="\n"))
         lines = read_lines(in_stream, in_name, args.errors, warn=_stderr_warning)
         stats = translator.translate_stream(
-            lines, out, chunk_lines=args.chunk_lines, progress=None if args.quiet else sys.stderr
+            lines, out, chunk_lines=args.chunk_lines, progress=_progress_bar(stack, args.quiet)
         )
 
     expected = stats.lines_in * args.nbest
@@ -679,6 +591,17 @@ def _run(args: argparse.Namespace, loader: ModelLoader) -> int:
     if not args.quiet:
         print(stats.summary(), file=sys.stderr, flush=True)
     return 0
+
+
+def _progress_bar(stack: contextlib.ExitStack, quiet: bool) -> Callable[[int], None] | None:
+    """A tqdm bar of sentences translated on stderr when it is a terminal; None (silent) in a
+    pipe, in a file or with ``--quiet``."""
+    if quiet or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    bar = stack.enter_context(tqdm(unit=" sentences", file=sys.stderr, dynamic_ncols=True))
+    return lambda done: bar.update(done - bar.n)
 
 
 def _count_lines(path: str | os.PathLike) -> int:
