@@ -2,7 +2,7 @@
 
 import sys
 
-from mt.cli import main
+from mt.commands import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1232,84 +1232,6 @@ def run_train(args: argparse.Namespace, device: torch.device) -> tuple[dict, lis
 # --------------------------------------------------------------------------------------------
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--smoke", action="store_true", help="tiny sizes for CI: seconds, not minutes")
-    p.add_argument("--out", type=Path, help="result file (default benchmarks/results/...json)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 (default auto)")
-    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--data-dir", default="data/multi30k", help="corpus folder ({split}.{lang})")
-    p.add_argument("--vocab-size", type=int, help="sentencepiece vocabulary (8000; --smoke 320)")
-    p.add_argument("--no-hf", action="store_true", help="skip the Hugging Face Marian rows")
-
-
-def _model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--transformer-config", help="config whose Transformer size is used")
-    p.add_argument("--lstm-config", help="config whose LSTM size is used")
-    p.add_argument(
-        "--large", action="store_true",
-        help="also Transformer-base (512, 6+6, ffn 2048, 8 heads) and a GNMT-like 4-layer LSTM 1024",
-    )
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="benchmark.py",
-        description="Benchmarks of mt: data pipeline, decoding speed, training throughput. "
-        "Each writes a JSON with device, versions, git commit and command line.",
-    )
-    sub = parser.add_subparsers(dest="subcommand", required=True)
-
-    data = sub.add_parser("data", help="padding share and memory-mapped corpus memory")
-    _common(data)
-    data.add_argument("--max-tokens", type=int, default=4096, help="token budget (4096)")
-    data.add_argument("--random-batch", type=int, default=128, help="random batch size (128)")
-    data.add_argument(
-        "--pairs", type=int, nargs=2, metavar=("LARGE", "SMALL"),
-        help="synthetic corpus sizes (2000000 200000; --smoke 20000 2000)",
-    )
-    data.add_argument(
-        "--synthetic-vocab-size", type=int, help="vocabulary of the synthetic corpora (8000; "
-        "--smoke 1000)",
-    )
-    data.add_argument(
-        "--tokenizer-sample", type=int, help="lines per side the synthetic corpora's tokenizer "
-        "is trained on (20000; --smoke 2000)",
-    )
-    data.add_argument("--work-dir", help="keep the synthetic corpora here (default: a temp dir)")
-
-    decode = sub.add_parser("decode", help="greedy/beam search speed vs Hugging Face Marian")
-    _common(decode)
-    _model_options(decode)
-    decode.add_argument("--sentences", type=int, help="first N test lines (all; --smoke 48)")
-    decode.add_argument("--beams", type=int, nargs="+", default=[1, 5], help="beam sizes (1 5)")
-    decode.add_argument("--max-tokens", type=int, help="source-token budget per batch (4096)")
-    decode.add_argument("--max-len-a", type=float, default=1.2, help="steps = a * src_len + b")
-    decode.add_argument("--max-len-b", type=float, default=10.0)
-    decode.add_argument(
-        "--repeats", type=int, help="timed runs per system, taking turns; the median counts (3)"
-    )
-    decode.add_argument("--no-kv-check", action="store_true", help="skip the KV-cache speed-up")
-    decode.add_argument(
-        "--kv-sentences", type=int, help="measure the KV-cache speed-up on the first N only (all)"
-    )
-
-    train = sub.add_parser("train", help="training throughput vs Hugging Face Marian")
-    _common(train)
-    _model_options(train)
-    train.add_argument("--warmup", type=int, help="untimed warm-up steps (CPU 3, GPU 10)")
-    train.add_argument("--steps", type=int, help="timed steps (CPU 10, GPU 50; --smoke 2)")
-    train.add_argument("--max-tokens", type=int, help="token budget (default: the config's)")
-    train.add_argument("--pad-to-multiple", type=int, default=1, help="pad lengths (1; 8 helps "
-                       "torch.compile)")
-    train.add_argument("--compile", action="store_true", help="add torch.compile-d runs")
-    train.add_argument(
-        "--compile-systems", default="transformer,hf-marian",
-        help="which to compile with --compile: transformer, lstm, hf-marian (comma-separated)",
-    )
-    return parser
-
-
 def _apply_defaults(args: argparse.Namespace, device: torch.device) -> list[str]:
     """Fill size defaults that depend on --smoke and the device; say which were reduced."""
     gpu = device.type == "cuda"
@@ -1347,15 +1269,11 @@ def _apply_defaults(args: argparse.Namespace, device: torch.device) -> list[str]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    threads = torch.get_num_threads()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
-        return _main(args, argv)
-    finally:
-        torch.set_num_threads(threads)  # main() may be called in-process (tests)
+    """Run ``mt benchmark data|decode|train`` (options: :mod:`mt.commands`); returns the exit
+    code; bad arguments are ``SystemExit(2)``."""
+    from mt.commands import run_command
+
+    return run_command("benchmark", argv)
 
 
 def _main(args: argparse.Namespace, argv: Sequence[str] | None) -> int:

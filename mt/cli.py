@@ -1,5 +1,14 @@
 """`mt fit|validate|test|predict --config configs/X.yaml`: LightningCLI over the mt modules.
 
+Every run writes into one run folder (:mod:`mt.runs`), chosen by ``--run_dir`` (or
+``--trainer.default_root_dir``): the default root dir of the trainer, the checkpoints of every
+``ModelCheckpoint`` without a ``dirpath``, the ``save_dir`` of every logger and the resolved
+config. Without it ``mt fit`` starts ``runs/{config name}/version_{N}`` (the first ``--config``
+other than ``base.yaml`` names it), resuming (``--ckpt_path FILE``) continues in the checkpoint's
+run folder, ``--ckpt_path last`` in the newest version holding a checkpoint, and ``mt
+validate|test|predict --ckpt_path FILE`` log into the checkpoint's run folder beside the fit's
+logs (``{subcommand}/version_{N}``), never over them.
+
 The model is chosen by ``class_path`` (``mt.transformer.TransformerSeq2Seq`` or
 ``mt.lstm.LSTMSeq2Seq``, short names work too); ``model.init_args.vocab_size`` is linked from
 ``data.vocab_size`` so the vocabulary size is configured once. Constructor signatures are the
@@ -8,6 +17,7 @@ config schema: an unknown key or a value outside a ``Literal`` is an error namin
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import sys
@@ -20,12 +30,14 @@ from typing import Any
 import lightning.pytorch as pl
 import lightning.pytorch.loggers as pl_loggers
 import yaml
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from jsonargparse import ArgumentError, Namespace
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-import mt.lstm  # noqa: F401  (registers LSTMSeq2Seq as a Seq2SeqModule subclass)
+import mt.lstm  # noqa: F401  (registers RNNSeq2Seq and its LSTMSeq2Seq as Seq2SeqModule subclasses)
 import mt.transformer  # noqa: F401  (registers TransformerSeq2Seq)
 from mt.cluster import (
     CheckpointOnSigterm,
@@ -33,6 +45,13 @@ from mt.cluster import (
     check_checkpoint_file,
     install_atomic_checkpoint_io,
     latest_checkpoint,
+)
+from mt.commands import (
+    COMMANDS,
+    add_benchmark_jobs,
+    command_parsers,
+    one_line,
+    run_command,
 )
 from mt.corpora import DataError
 from mt.data import TranslationDataModule
@@ -44,11 +63,25 @@ from mt.module import (
 )
 from mt.options import OptionError
 from mt.precision import resolve_precision
+from mt.runs import (
+    RunDirError,
+    checkpoints_in,
+    latest_version_dir,
+    new_version_dir,
+    run_dir_of,
+)
 from mt.tokenizer import TokenizerError
 
 RUN_ID_FILE = "wandb_run_id"
 # --ckpt_path value: resume from the newest checkpoint if there is one, else start a new run.
 LAST_OR_NEW = "last_or_new"
+#: Root of the default run folders: ``{RUNS_ROOT}/{config name}/version_{N}``.
+RUNS_ROOT = Path("runs")
+#: The run folder rank 0 chose, for the processes that Lightning's DDP launcher starts after it
+#: (they inherit the environment and must write into the same folder, not pick a new version).
+RUN_DIR_ENV = "MT_RUN_DIR"
+#: The shared config that a config in the same folder is layered over (see :func:`with_base_config`).
+BASE_CONFIG = "base.yaml"
 
 
 def wandb_api_key_configured() -> bool:
@@ -136,11 +169,58 @@ def stored_run_id(save_dir: Path) -> tuple[str | None, bool]:
     return new_id, False
 
 
+class SaveRunConfig(SaveConfigCallback):
+    """Saves the resolved config into the run folder: ``config.yaml`` for ``fit``,
+    ``config-{subcommand}.yaml`` for the others (a test never replaces the fit's config)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, save_to_log_dir=False, **kwargs)
+
+    def save_config(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        stage = getattr(stage, "value", stage)  # a TrainerFn ("fit", "test", ...)
+        name = "config.yaml" if stage == "fit" else f"config-{stage}.yaml"
+        path = Path(trainer.default_root_dir) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.parser.save(self.config, path, skip_none=False, overwrite=True, multifile=False)
+
+
 class MTCLI(LightningCLI):
-    """LightningCLI with the mt defaults: linked vocabulary size, W&B logger, our own sharding."""
+    """LightningCLI with the mt defaults: linked vocabulary size, W&B logger, our own sharding,
+    one run folder per run."""
+
+    run_dir: Path | None = None
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.vocab_size", "model.init_args.vocab_size")
+        parser.add_argument(
+            "--run_dir",
+            type=str | None,
+            default=None,
+            help="Folder of this run: checkpoints, logs and the resolved config (default: "
+            "runs/{config name}/version_{N} for a new fit, the checkpoint's run folder with "
+            "--ckpt_path FILE). A folder that holds another run's checkpoints is refused "
+            "unless --ckpt_path resumes it.",
+        )
+
+    def _add_subcommands(self, parser: LightningArgumentParser, **kwargs: Any) -> None:
+        """fit/validate/test/predict, and the other jobs listed beside them in ``mt --help``
+        (``mt.cli.main`` hands their command lines to :func:`mt.commands.run_command`)."""
+        super()._add_subcommands(parser, **kwargs)
+        subcommands = parser._subcommands_action
+        parsers = command_parsers(jobs=False)
+        for name, sub in parsers.items():
+            subcommands.add_subcommand(name, sub, help=sub.description.strip().splitlines()[0])
+        add_benchmark_jobs(parsers["benchmark"])
+
+    def _use_run_dir(self, subcommand: str) -> None:
+        """Choose the run folder and point the trainer, every logger and every checkpoint
+        callback without a ``dirpath`` into it (see the module docstring)."""
+        config = self.config[subcommand]
+        self.run_dir = choose_run_dir(subcommand, config)
+        apply_run_dir(config, self.run_dir, subcommand)
+        # Lightning's DDP launcher starts the other ranks later with this environment.
+        os.environ[RUN_DIR_ENV] = str(self.run_dir)
+        rank_zero_info(f"[mt] run folder: {self.run_dir}")
 
     def before_instantiate_classes(self) -> None:
         # trainer.precision null (the small configs): what fits this machine (mt/precision.py).
@@ -154,6 +234,16 @@ class MTCLI(LightningCLI):
         trainer = super().instantiate_trainer(**kwargs)
         install_atomic_checkpoint_io(trainer)
         return trainer
+
+    def after_fit(self) -> None:
+        """One line naming the best score and its checkpoint, then the run folder."""
+        for callback in self.trainer.checkpoint_callbacks:
+            if isinstance(callback, ModelCheckpoint) and callback.monitor and callback.best_model_path:
+                score = callback.best_model_score
+                value = f"{float(score):.2f}" if score is not None else "n/a"
+                rank_zero_info(f"[mt] best {callback.monitor} = {value}: {callback.best_model_path}")
+                break
+        rank_zero_info(f"[mt] run folder: {self.run_dir}")
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         super().parse_arguments(parser, args)
@@ -240,17 +330,136 @@ def _use_checkpoint_tokenizer(datamodule: Any, ckpt_path: Any) -> None:
         tokenizer = checkpoint_tokenizer(path)
         if tokenizer is not None:
             datamodule.use_tokenizer(tokenizer, f"the checkpoint {ckpt_path}")
+def config_name(config: Namespace) -> str:
+    """The name of a run's configs: the first ``--config`` other than ``base.yaml``, else the
+    model class (``TransformerSeq2Seq``)."""
+    for path in config.get("config") or []:
+        name = Path(str(getattr(path, "relative", path))).name
+        if name != BASE_CONFIG:
+            return Path(name).stem
+    model = config.get("model")
+    class_path = getattr(model, "class_path", None) if model is not None else None
+    return str(class_path).rsplit(".", 1)[-1] if class_path else "mt"
+
+
+def choose_run_dir(subcommand: str, config: Namespace) -> Path:
+    """The run folder of this command (rules in the module docstring).
+
+    Raises:
+        RunDirError: ``mt fit`` without ``--ckpt_path`` into a folder that holds checkpoints, or
+            several processes started at once (srun, torchrun) without ``--run_dir``.
+    """
+    if inherited := os.environ.get(RUN_DIR_ENV):  # a rank that Lightning's launcher started
+        return Path(inherited)
+    ckpt_path = config.get("ckpt_path")
+    explicit = config.get("run_dir") or config.trainer.get("default_root_dir")
+    if explicit:
+        run_dir = Path(explicit)
+        if subcommand == "fit" and ckpt_path is None and (found := checkpoints_in(run_dir)):
+            raise RunDirError(
+                f"--run_dir {run_dir} holds the checkpoints of another run ({found[0]}): resume "
+                "it with --ckpt_path last (or a checkpoint file), or start a new run in another "
+                "folder (another --run_dir, or none for runs/{config name}/version_N)"
+            )
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return run_dir
+    if (ckpt_file := _local_ckpt_path(ckpt_path)) is not None:
+        return run_dir_of(ckpt_file)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 or int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        raise RunDirError(
+            "several processes started at once (srun, torchrun) cannot agree on a new run "
+            "folder: pass --run_dir (scripts/slurm/train.sbatch passes runs/{config}/slurm-{job id})"
+        )
+    root = RUNS_ROOT / config_name(config)
+    if subcommand == "fit" and ckpt_path in ("last", LAST_OR_NEW) and (latest := latest_version_dir(root)):
+        return latest
+    return new_version_dir(root)
+
+
+def _class_of(spec: Any) -> type | None:
+    """The class named by a parsed ``class_path`` spec, or None."""
+    class_path = getattr(spec, "class_path", None) if isinstance(spec, Namespace) else None
+    if not class_path:
+        return None
+    module, _, name = str(class_path).rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return None
+
+
+def apply_run_dir(config: Namespace, run_dir: Path, subcommand: str) -> None:
+    """Point the trainer, its loggers and its checkpoint callbacks into ``run_dir``.
+
+    Loggers write their files into the run folder (``save_dir``); CSV and TensorBoard loggers
+    under ``{subcommand}/version_{N}`` (a new version for every command, never an earlier one's
+    file). ``ModelCheckpoint`` callbacks without a ``dirpath`` save into ``run_dir/checkpoints``.
+    """
+    trainer = config.trainer
+    trainer.default_root_dir = str(run_dir)
+    loggers = trainer.get("logger")
+    for spec in loggers if isinstance(loggers, list) else [loggers]:
+        cls = _class_of(spec)
+        if cls is None or spec.get("init_args") is None:
+            continue
+        init_args = spec.init_args
+        if issubclass(cls, pl_loggers.CSVLogger | pl_loggers.TensorBoardLogger):
+            init_args.save_dir, init_args.name, init_args.version = str(run_dir), subcommand, None
+        elif "save_dir" in init_args:
+            init_args.save_dir = str(run_dir)
+            if "name" in init_args and init_args.name is None:  # W&B's run name
+                init_args.name = f"{run_dir.parent.name}/{run_dir.name}"
+    for spec in trainer.get("callbacks") or []:
+        cls = _class_of(spec)
+        if cls is not None and issubclass(cls, ModelCheckpoint) and spec.get("init_args") is not None:
+            if spec.init_args.get("dirpath") is None:
+                spec.init_args.dirpath = str(run_dir / "checkpoints")
+
+
+def with_base_config(args: list[str]) -> list[str]:
+    """``args`` with ``--config DIR/base.yaml`` inserted before the first ``--config DIR/X.yaml``
+    whose folder holds a ``base.yaml`` (unless a base config is given already).
+
+    The shipped per-model configs hold only what differs between models; the trainer, loggers,
+    callbacks and data settings they share are in ``configs/base.yaml``. ``mt fit --config
+    configs/transformer-small.yaml`` is therefore ``mt fit --config configs/base.yaml --config
+    configs/transformer-small.yaml`` (LightningCLI merges several ``--config`` in order).
+    """
+    configs = [
+        (i, a.split("=", 1)[1] if "=" in a else (args[i + 1] if i + 1 < len(args) else ""))
+        for i, a in enumerate(args)
+        if a in ("-c", "--config") or a.startswith("--config=")
+    ]
+    if not configs or any(Path(path).name == BASE_CONFIG for _, path in configs):
+        return args
+    for i, path in configs:
+        base = Path(path).parent / BASE_CONFIG
+        if base.is_file():
+            return [*args[:i], "--config", str(base), *args[i:]]
+    return args
 
 
 def main(args: list[str] | None = None) -> int:
     """Run the ``mt`` command; 0 on success (the console script passes it to ``sys.exit``).
 
-    Bad input (a missing or malformed corpus file, a bad checkpoint or vocabulary size) exits
-    with status 2 and a one-line error; any other failure raises.
+    Bad input (an unknown subcommand, option or config key, a missing or malformed corpus file,
+    a bad checkpoint or vocabulary size, a run folder that holds another run) exits with status 2
+    and a one-line error; any other failure raises.
     """
     # The data module restores the position inside the epoch (TranslationDataModule.state_dict),
     # which Lightning's check for a resumable *data loader* does not see.
     warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before")
+    argv = sys.argv[1:] if args is None else list(args)
+    if argv and argv[0] in COMMANDS:  # translate, evaluate, compare, benchmark, download
+        return run_command(argv[0], argv[1:])
+    if args is None:
+        # The command line itself (LightningCLI warns when given both; Lightning's DDP launcher
+        # starts the other ranks with sys.argv, base config included).
+        sys.argv[1:] = with_base_config(sys.argv[1:])
+    else:
+        args = with_base_config(list(args))
+    inherited_run_dir = os.environ.get(RUN_DIR_ENV)
+    strict = {"exit_on_error": False}
     try:
         check_config_files(sys.argv[1:] if args is None else args)
         MTCLI(
@@ -265,13 +474,20 @@ def main(args: list[str] | None = None) -> int:
                 # stopped by SIGTERM saves a checkpoint and exits 143, not 0.
                 "callbacks": [StepSeededRNG(), CheckpointOnSigterm()],
             },
-            save_config_kwargs={"overwrite": True},
+            save_config_callback=SaveRunConfig,
+            parser_kwargs={**strict, **{name: strict for name in LightningCLI.subcommands()}},
             args=args,
             auto_configure_optimizers=False,
         )
-    except (CheckpointError, DataError, TokenizerError) as err:
+    except ArgumentError as err:
+        # An unknown subcommand, option or config key, or a value of the wrong type: one line
+        # naming it (jsonargparse's own message), not the usage text.
+        print(f"mt: error: {one_line(str(err))}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except (CheckpointError, DataError, TokenizerError, RunDirError) as err:
         # Bad input (a missing or malformed corpus file, an unusable vocabulary size, a bad
-        # checkpoint): the message names the file/line/option; a traceback would add nothing.
+        # checkpoint, a run folder in use): the message names the file/line/option; a traceback
+        # would add nothing.
         print(f"mt: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     except SIGTERMException:
@@ -284,6 +500,9 @@ def main(args: list[str] | None = None) -> int:
             raise
         print(f"mt: error: {option_error}", file=sys.stderr)
         raise SystemExit(2) from None
+    finally:
+        if inherited_run_dir is None:
+            os.environ.pop(RUN_DIR_ENV, None)
     return 0
 
 

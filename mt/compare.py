@@ -10,7 +10,9 @@
 Each ``--checkpoints`` entry is a checkpoint file or a run directory (its
 ``checkpoints/best.ckpt``, else ``best.ckpt``, else ``checkpoints/last.ckpt``/``last.ckpt``).
 The run directory of a checkpoint file ``RUN/checkpoints/X.ckpt`` is ``RUN`` (else the file's
-folder); every ``metrics.csv`` under it (a ``CSVLogger``) is read for the training logs.
+folder, :func:`mt.runs.run_dir_of`); every ``metrics.csv`` under it (a ``CSVLogger``) is read for
+the training logs. A model's default name is its run directory's (``transformer-small`` for
+``runs/transformer-small/version_0``).
 
 For every model: translate ``SRC`` with :class:`mt.translate.Translator` (the decoding path of
 ``scripts/translate.py``), score with :func:`mt.evaluation.corpus_scores` (so the numbers equal
@@ -33,7 +35,6 @@ canvas; without matplotlib the plots are skipped with a warning.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
@@ -45,7 +46,7 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
-from mt.evaluate_cli import InputError, add_bucket_options, add_decoding_options, read_lines
+from mt.evaluate_cli import InputError, read_lines
 from mt.evaluation import (
     DEFAULT_EDGES,
     DEFAULT_N_BOOTSTRAP,
@@ -56,6 +57,7 @@ from mt.evaluation import (
     paired_bootstrap,
     stress_set,
 )
+from mt.runs import run_dir_of, run_name
 
 __all__ = [
     "THROUGHPUT_COLUMNS",
@@ -113,8 +115,7 @@ def find_checkpoint(path: str | Path) -> tuple[Path, Path | None]:
         raise InputError(f"{path}: no checkpoints/best.ckpt, best.ckpt or last.ckpt in it")
     if not path.is_file():
         raise InputError(f"{path}: no such checkpoint file or run directory")
-    run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
-    return path, run_dir
+    return path, run_dir_of(path)
 
 
 def _float(text: str | None) -> float | None:
@@ -199,7 +200,7 @@ def _model_names(
         return list(names)
     out: list[str] = []
     for ckpt, run_dir in runs:
-        base = run_dir.name if run_dir is not None and run_dir.name else ckpt.stem
+        base = run_name(run_dir) if run_dir is not None and run_dir.name else ckpt.stem
         name, i = base, 2
         while name in out:
             name, i = f"{base}-{i}", i + 1
@@ -804,66 +805,9 @@ def write_plots(report: dict[str, Any], out_dir: str | Path) -> list[str]:
 # --------------------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Argument parser of ``scripts/compare.py``."""
-    p = argparse.ArgumentParser(
-        prog="compare.py",
-        description="Compare trained models on one test set: BLEU/chrF with signatures, "
-        "length buckets with intervals, stress sets, paired bootstrap, training logs, plots.",
-    )
-    p.add_argument(
-        "--checkpoints",
-        nargs="+",
-        required=True,
-        metavar="CKPT_OR_RUN_DIR",
-        help="checkpoint files or run directories (RUN/checkpoints/best.ckpt)",
-    )
-    p.add_argument("--names", nargs="+", help="model names (default: run directory names)")
-    p.add_argument("--src", required=True, type=Path, help="source sentences, one per line")
-    p.add_argument("--ref", required=True, type=Path, help="references, one per line")
-    p.add_argument("--out", required=True, type=Path, help="output folder of the report")
-    add_decoding_options(p)
-    p.add_argument(
-        "--stress-k",
-        type=int,
-        nargs="+",
-        default=[1, 2, 4, 8],
-        metavar="K",
-        help="stress sets: K consecutive sentences joined (default: %(default)s)",
-    )
-    add_bucket_options(p)
-    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    return p
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit code (0 ok, 1 bad input, 2 bad arguments)."""
-    args = build_parser().parse_args(argv)
-    try:
-        report = compare(
-            args.checkpoints,
-            args.src,
-            args.ref,
-            args.out,
-            names=args.names,
-            beam_size=args.beam_size,
-            length_penalty=args.length_penalty,
-            max_tokens=args.max_tokens,
-            stress_k=args.stress_k,
-            bucket_edges=args.bucket_edges,
-            n_bootstrap=args.n_bootstrap,
-            seed=args.seed,
-            device=args.device,
-            plots=not args.no_plots,
-        )
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    for m in report["models"]:
-        s = m["scores"]
-        print(
-            f"{m['name']}: BLEU {s['bleu']:.2f}  chrF {s['chrf']:.2f}  ({m['architecture']}, "
-            f"{m['num_parameters']} parameters)"
-        )
-    print(f"{report['signatures']['bleu']}\nreport: {Path(args.out) / 'report.md'}")
-    return 0
+    """Run ``mt compare`` (options: :func:`mt.commands.compare`); returns the exit code (0 ok,
+    1 bad input); bad arguments are ``SystemExit(2)``."""
+    from mt.commands import run_command
+
+    return run_command("compare", argv)

@@ -29,15 +29,11 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from mt.evaluation import (
-    DEFAULT_EDGES,
-    DEFAULT_N_BOOTSTRAP,
-    DEFAULT_SEED,
     corpus_scores,
     format_buckets_table,
     format_scores,
@@ -82,79 +78,6 @@ def read_lines(path: str | Path) -> list[str]:
             ) from None
         lines.append(text.rstrip())
     return lines
-
-
-def add_bucket_options(group: Any) -> None:
-    """``--bucket-edges``, ``--n-bootstrap``, ``--seed``: shared with scripts/compare.py."""
-    group.add_argument(
-        "--bucket-edges",
-        type=int,
-        nargs="+",
-        default=list(DEFAULT_EDGES),
-        metavar="N",
-        help="inclusive upper bounds of the source-length buckets (default: %(default)s)",
-    )
-    group.add_argument(
-        "--n-bootstrap",
-        type=int,
-        default=DEFAULT_N_BOOTSTRAP,
-        help="bootstrap resamples for confidence intervals (default: %(default)s)",
-    )
-    group.add_argument(
-        "--seed", type=int, default=DEFAULT_SEED, help="bootstrap seed (default: %(default)s)"
-    )
-
-
-def add_decoding_options(group: Any) -> None:
-    """``--beam-size``, ``--length-penalty``, ``--max-tokens``, ``--device``: shared with
-    scripts/compare.py."""
-    group.add_argument(
-        "--beam-size", type=int, default=5, help="beam size; 1 = greedy (default: %(default)s)"
-    )
-    group.add_argument(
-        "--length-penalty",
-        type=float,
-        default=1.0,
-        help="GNMT length penalty alpha (default: %(default)s)",
-    )
-    group.add_argument(
-        "--max-tokens",
-        type=int,
-        default=4096,
-        help="decoding batch budget in source subwords, padding counted (default: %(default)s)",
-    )
-    group.add_argument(
-        "--device", choices=["auto", "cpu", "cuda"], default="auto", help="(default: auto)"
-    )
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """Argument parser for scripts/evaluate.py."""
-    parser = argparse.ArgumentParser(
-        prog="evaluate.py",
-        description="Score translations with sacreBLEU (BLEU, chrF) and per-length buckets.",
-    )
-    score = parser.add_argument_group("scoring (existing hypotheses)")
-    score.add_argument("--hyp", type=Path, help="system output, one sentence per line")
-    score.add_argument("--ref", type=Path, help="reference translations, one per line")
-    score.add_argument(
-        "--src", type=Path, help="source sentences; enables the source-length bucket table"
-    )
-    add_bucket_options(score)
-    score.add_argument("--json", type=Path, metavar="OUT", help="also write all results here")
-
-    translate = parser.add_argument_group(
-        "translate-then-score",
-        "Translate --src with a trained checkpoint, then score against --ref.",
-    )
-    translate.add_argument(
-        "--checkpoint", type=Path, help="model checkpoint to translate --src with"
-    )
-    add_decoding_options(translate)
-    translate.add_argument(
-        "--save-hyp", type=Path, metavar="OUT", help="also write the translations to this file"
-    )
-    return parser
 
 
 def translate_with_checkpoint(args: argparse.Namespace) -> list[str]:
@@ -274,11 +197,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the process exit code (0 ok, 1 bad input, 2 bad arguments)."""
-    args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    """Run ``mt evaluate`` (options: :func:`mt.commands.evaluate`); returns the exit code (0 ok,
+    1 bad input); bad arguments are ``SystemExit(2)``."""
+    from mt.commands import run_command
+
+    return run_command("evaluate", argv)

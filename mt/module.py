@@ -258,11 +258,10 @@ class Seq2SeqModule(L.LightningModule):
             "hyps": hyps,
             "refs": refs,
         }
-        first = not getattr(self, "_signature_logged", False) and not self.trainer.sanity_checking
-        if first and self.trainer.is_global_zero:
-            self.print(f"[mt] {split}: {scores.bleu_detail}  ({scores.bleu_signature})")
-        if first:
-            self._signature_logged = True
+        # One line per evaluation (not the sanity check), so a log ends with its last score.
+        if not self.trainer.sanity_checking and self.trainer.is_global_zero:
+            where = f"  [step {self.trainer.global_step}]" if split == "val" else ""
+            self.print(f"[mt] {split}: {scores.bleu_detail}  ({scores.bleu_signature}){where}")
         self._eval_outputs = []
 
     def on_validation_epoch_start(self) -> None:

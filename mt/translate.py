@@ -466,7 +466,7 @@ class Translator:
         in_lines: Iterable[str],
         out: TextIO,
         chunk_lines: int = 10_000,
-        progress: TextIO | None = None,
+        progress: TextIO | Callable[[int], None] | None = None,
         progress_interval: float = 5.0,
     ) -> TranslateStats:
         """Translate lines from an iterable to ``out``, ``chunk_lines`` lines at a time.
@@ -478,7 +478,8 @@ class Translator:
             in_lines: input lines without newline characters (e.g. :func:`read_lines`).
             out: text stream the translations are written to, each line ended by ``\\n``.
             chunk_lines: lines read, translated and written at a time (bounds memory).
-            progress: where to report progress (lines done, sentences/s); None = silent.
+            progress: where to report progress (lines done, sentences/s), or a callable given
+                the number of sentences translated so far after every batch; None = silent.
             progress_interval: seconds between progress reports.
 
         Returns:
@@ -491,6 +492,9 @@ class Translator:
 
         def report(done_in_chunk: int) -> None:
             nonlocal last_report
+            if callable(progress):
+                progress(stats.sentences + done_in_chunk)
+                return
             now = time.perf_counter()
             if progress is None or now - last_report < progress_interval:
                 return
@@ -530,93 +534,6 @@ def _one_line(text: str) -> str:
 
 ModelLoader = Callable[[str, str], nn.Module]
 
-_DESCRIPTION = """\
-Translate a text file with a trained checkpoint (the checkpoint carries its tokenizer).
-
-Output: exactly one line per input line, in input order, UTF-8 with "\\n" line ends. With
---nbest N > 1: N lines per input line, best first, formatted
-
-    INDEX ||| SCORE ||| TRANSLATION
-
-where INDEX is the 0-based input line number and SCORE the length-normalised log-probability.
-Empty or whitespace-only input lines give empty translations without running the model. The
-input is split on "\\n" only; a trailing "\\r" (CRLF) is removed. A line longer than
---max-input-tokens subwords (default: the longest the model was trained on) is split into pieces
-translated separately and joined, never truncated; the summary counts such lines. The numbers of input and output lines are
-compared at the end: a difference is an error (exit 1). The output file is written to a
-temporary file in its folder and renamed into place only when complete: a failed or killed run
-leaves an earlier output untouched. An unusable --output (missing or unwritable folder, the input
-file itself) is an error before the model is loaded (exit 2).
-"""
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The command-line interface of ``scripts/translate.py``."""
-    p = argparse.ArgumentParser(
-        prog="translate.py",
-        description=_DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--checkpoint", required=True, help="checkpoint file written by training")
-    p.add_argument("--input", default="-", help="input text file, or - for stdin (default: -)")
-    p.add_argument("--output", default="-", help="output file, or - for stdout (default: -)")
-    p.add_argument("--beam-size", type=int, default=5, help="beam size; 1 = greedy (default: 5)")
-    p.add_argument(
-        "--nbest",
-        type=int,
-        default=1,
-        help="translations per input line (<= beam size); > 1 writes "
-        "'INDEX ||| SCORE ||| TRANSLATION' lines, INDEX 0-based (default: 1)",
-    )
-    p.add_argument(
-        "--length-penalty",
-        type=float,
-        default=1.0,
-        help="GNMT length penalty alpha; 0 ranks by raw log-probability (default: 1.0)",
-    )
-    p.add_argument(
-        "--max-tokens",
-        type=int,
-        default=4096,
-        help="batch budget in source subwords, padding counted: sentences x longest "
-        "(default: 4096)",
-    )
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument(
-        "--precision",
-        choices=["32", "bf16", "16"],
-        default="32",
-        help="32, or bf16/16 autocast on the device (default: 32)",
-    )
-    p.add_argument(
-        "--max-input-tokens",
-        type=int,
-        default=None,
-        metavar="N",
-        help="split lines longer than N subwords into pieces of at most N: at sentence "
-        "punctuation (. ! ? ; + space) where possible, else between words, else between "
-        "subwords; the pieces are translated separately and joined with a space, and each "
-        "split line is reported on stderr with its line number. Default: the data.max_len the "
-        "checkpoint was trained with; 0: translate every line whole",
-    )
-    p.add_argument(
-        "--errors",
-        choices=["strict", "replace"],
-        default="strict",
-        help="invalid UTF-8 in the input: strict = error naming the line, replace = replace "
-        "with U+FFFD and warn (default: strict)",
-    )
-    p.add_argument(
-        "--chunk-lines",
-        type=int,
-        default=10_000,
-        help="lines read and translated at a time; bounds memory (default: 10000)",
-    )
-    p.add_argument(
-        "--quiet", action="store_true", help="no progress and no summary (warnings still shown)"
-    )
-    return p
-
 
 def _load_checkpoint(path: str, map_location: str) -> nn.Module:
     try:
@@ -633,23 +550,23 @@ def _load_checkpoint(path: str, map_location: str) -> nn.Module:
 
 
 def main(argv: Sequence[str] | None = None, *, loader: ModelLoader | None = None) -> int:
-    """Run the command line; returns the exit status (0 ok, 1 error, 2 usage error).
+    """Run ``mt translate`` (options: :func:`mt.commands.translate`); returns the exit status
+    (0 ok, 1 error); a usage error is ``SystemExit(2)``.
 
     Args:
         argv: arguments without the program name (default: ``sys.argv[1:]``).
         loader: ``(checkpoint_path, map_location) -> model with .tokenizer``; defaults to
             ``mt.module.load_checkpoint``. Tests pass their own.
     """
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.beam_size < 1:
-        parser.error("--beam-size must be >= 1")
-    if not 1 <= args.nbest <= args.beam_size:
-        parser.error("--nbest must be between 1 and --beam-size")
-    if args.max_tokens < 1 or args.chunk_lines < 1:
-        parser.error("--max-tokens and --chunk-lines must be >= 1")
-    if args.max_input_tokens is not None and args.max_input_tokens < 0:
-        parser.error("--max-input-tokens must be >= 0 (0: no limit)")
+    from mt.commands import run_command
+
+    return run_command("translate", argv, loader=loader)
+
+
+def run(args: argparse.Namespace, loader: ModelLoader | None = None) -> int:
+    """Translate as ``args`` (the options of :func:`mt.commands.translate`) say; the exit status:
+    0, 1 for an error, 2 for an unusable ``--output``, 143 when stopped by SIGTERM (the output's
+    temporary file removed, an earlier output untouched)."""
     try:
         with _sigterm_unwinds():
             return _run(args, loader or _load_checkpoint)
@@ -685,8 +602,6 @@ def _sigterm_unwinds() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
 def _run(args: argparse.Namespace, loader: ModelLoader) -> int:
     # Check the cheap things before loading the model, and open the output only after it.
     check_paths(args.input, args.output)
@@ -720,7 +635,7 @@ def _run(args: argparse.Namespace, loader: ModelLoader) -> int:
         out = stack.enter_context(open_output(args.output))
         lines = read_lines(in_stream, in_name, args.errors, warn=_stderr_warning)
         stats = translator.translate_stream(
-            lines, out, chunk_lines=args.chunk_lines, progress=None if args.quiet else sys.stderr
+            lines, out, chunk_lines=args.chunk_lines, progress=_progress_bar(stack, args.quiet)
         )
         # Compared before the output is renamed into place: a short output never replaces a file.
         expected = stats.lines_in * args.nbest
@@ -823,6 +738,15 @@ def open_output(output: str) -> Iterator[TextIO]:
         return
     with atomic_write(target, "w", encoding="utf-8", newline="\n") as out:
         yield out
+def _progress_bar(stack: contextlib.ExitStack, quiet: bool) -> Callable[[int], None] | None:
+    """A tqdm bar of sentences translated on stderr when it is a terminal; None (silent) in a
+    pipe, in a file or with ``--quiet``."""
+    if quiet or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    bar = stack.enter_context(tqdm(unit=" sentences", file=sys.stderr, dynamic_ncols=True))
+    return lambda done: bar.update(done - bar.n)
 
 
 def _count_lines(path: str | os.PathLike) -> int:

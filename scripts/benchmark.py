@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Benchmarks of mt: ``data``, ``decode`` and ``train``; see ``--help`` and :mod:`mt.benchmark`.
+"""Alias of ``mt benchmark``: ``data``, ``decode`` and ``train``; see ``--help``, :mod:`mt.benchmark`.
 
 Results go to ``benchmarks/results/{subcommand}-{device}.json``; ``benchmarks/README.md`` explains
 the figures.

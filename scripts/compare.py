@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Compare trained models on one test set and write report.md, report.json and plots.
+"""Alias of ``mt compare``: compare trained models on one test set (report.md, report.json, plots).
 
     python scripts/compare.py --checkpoints runs/a runs/b --src SRC --ref REF --out DIR
 

@@ -7,7 +7,8 @@
 4. Translate a sample file with each checkpoint (scripts/translate.py).
 5. Write a comparison report of the two models (scripts/compare.py), when it is available.
 
-Everything goes under runs/demo/; each step prints the command it runs.
+Everything goes under runs/demo/ (one run folder per model, runs/demo/{model}, replaced on every
+demo); each step prints the command it runs.
 """
 
 from __future__ import annotations
@@ -30,36 +31,17 @@ def run(cmd: list[str]) -> None:
     subprocess.run(cmd, check=True, cwd=ROOT)
 
 
-def overlay(out_dir: Path, name: str) -> Path:
-    """A config layered over configs/{name}.yaml that points every output into ``out_dir``."""
+def overlay(out_dir: Path) -> Path:
+    """A config layered over configs/{name}.yaml: the demo's W&B project (outputs go to the run
+    folder that ``--run_dir`` names)."""
     path = out_dir / "demo-overlay.yaml"
     path.write_text(
-        f"""trainer:
-  default_root_dir: {out_dir}
+        """trainer:
   logger:
     - class_path: mt.cli.WandbLogger
       init_args:
         project: mt-demo
-        name: {name}
-        save_dir: {out_dir}
     - class_path: lightning.pytorch.loggers.CSVLogger
-      init_args:
-        save_dir: {out_dir}
-        name: csv
-        version: ""
-  callbacks:
-    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
-      init_args:
-        dirpath: {out_dir}/checkpoints
-        filename: best
-        monitor: val/bleu
-        mode: max
-        save_last: true
-    - class_path: mt.throughput.ThroughputMonitor
-      init_args:
-        warmup_steps: 10
-        log_every_n_steps: 10
-    - class_path: mt.reporting.EvalReport
 """,
         encoding="utf-8",
     )
@@ -91,12 +73,14 @@ def main(argv: list[str] | None = None) -> int:
         model_dir = out / name
         shutil.rmtree(model_dir, ignore_errors=True)
         model_dir.mkdir(parents=True)
-        configs = ["--config", f"configs/{name}.yaml", "--config", str(overlay(model_dir, name))]
+        configs = ["--config", f"configs/{name}.yaml", "--config", str(overlay(out))]
         data_args = ["--data.data_dir", str(data)]
         start = time.time()
-        run([py, "-m", "mt", "fit", *configs, *data_args, "--trainer.max_time", max_time])
+        run([py, "-m", "mt", "fit", *configs, *data_args, "--run_dir", str(model_dir),
+             "--trainer.max_time", max_time])
         print(f"[demo] {name}: trained for {time.time() - start:.0f}s", flush=True)
         best = model_dir / "checkpoints" / "best.ckpt"
+        # Tests in the checkpoint's run folder, logging under test/version_N beside the fit's logs.
         run([py, "-m", "mt", "test", *configs, *data_args, "--ckpt_path", str(best)])
         translation = model_dir / "sample.en"
         run([py, "scripts/translate.py", "--checkpoint", str(best), "--input", str(sample),

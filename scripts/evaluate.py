@@ -1,7 +1,7 @@
 #!/usr/bin/env python
-"""Score translation files with sacreBLEU BLEU/chrF (and per-source-length buckets).
+"""Alias of ``mt evaluate``: score translation files with sacreBLEU BLEU/chrF and length buckets.
 
-See ``mt/evaluate_cli.py`` for the options; ``--help`` lists them.
+``--help`` lists the options (:func:`mt.commands.evaluate`).
 """
 
 import sys

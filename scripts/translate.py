@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Translate a text file with a checkpoint; see ``--help`` and :mod:`mt.translate`."""
+"""Alias of ``mt translate``: translate a text file with a checkpoint; see ``--help``."""
 
 import sys
 

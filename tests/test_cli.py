@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import shutil
 import signal
 import subprocess
@@ -12,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import write_corpus
 
 from mt.module import CheckpointError, Seq2SeqModule, load_checkpoint
 
@@ -30,13 +34,34 @@ def mt(*args: str, cwd: Path = ROOT, check: bool = True) -> subprocess.Completed
     return proc
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
+BASE = ROOT / "configs" / "base.yaml"
+MODEL_CONFIGS = [c for c in CONFIGS if c != BASE]
+
+
+@pytest.mark.parametrize("config", MODEL_CONFIGS, ids=[c.stem for c in MODEL_CONFIGS])
 def test_every_shipped_config_parses(config: Path) -> None:
-    out = mt("fit", "--config", str(config), "--print_config").stdout
-    resolved = yaml.safe_load(out)
+    """Each per-model config, alone (layered over base.yaml by `mt`) or after an explicit
+    `--config configs/base.yaml`, resolves to the same complete config with no output paths."""
+    alone = mt("fit", "--config", str(config), "--print_config").stdout
+    if config.stem == "lstm-small":  # (one is enough: the same code layers every config)
+        explicit = mt("fit", "--config", str(BASE), "--config", str(config), "--print_config").stdout
+        assert alone == explicit
+    resolved = yaml.safe_load(alone)
     # vocab_size is linked from the data module, never configured twice
     assert "vocab_size" not in resolved["model"]["init_args"] and resolved["data"]["vocab_size"] > 0
     assert resolved["model"]["class_path"] == yaml.safe_load(config.read_text())["model"]["class_path"]
+    # the shared parts come from base.yaml; the run folder, not the config, places every output
+    (checkpoint,) = [c for c in resolved["trainer"]["callbacks"] if c["class_path"].endswith("ModelCheckpoint")]
+    assert checkpoint["init_args"]["monitor"] == "val/bleu" and checkpoint["init_args"]["dirpath"] is None
+    loggers = [lg["class_path"].rsplit(".", 1)[-1] for lg in resolved["trainer"]["logger"]]
+    assert loggers == ["WandbLogger", "CSVLogger"]
+    assert resolved["trainer"]["default_root_dir"] is None
+    assert "runs/" not in yaml.safe_dump(yaml.safe_load(config.read_text()))
+
+
+def test_base_config_parses_alone() -> None:
+    resolved = yaml.safe_load(mt("fit", "--config", str(BASE), "--print_config").stdout)
+    assert resolved["model"] is None and resolved["data"]["data_dir"] == "data/multi30k"
 
 
 def test_model_help_lists_options() -> None:
@@ -55,8 +80,8 @@ def test_model_help_lists_options() -> None:
 )
 def test_config_errors_name_the_key(override: list[str], expected: str) -> None:
     proc = mt("fit", "--config", "configs/lstm-small.yaml", *override, "--print_config", check=False)
-    assert proc.returncode != 0
-    assert expected in proc.stderr
+    assert proc.returncode == 2
+    assert_one_line_error(proc, expected)
     if "attention" in override[0] and "atention" not in override[0]:
         assert "bahdanau" in proc.stderr and "luong_dot" in proc.stderr  # the allowed values
 
@@ -92,6 +117,34 @@ def test_yaml_syntax_error_names_the_file(tmp_path: Path) -> None:
     assert proc.stderr.startswith(f"mt: error: {bad} line 4, column 5: ")
     assert "flow mapping that starts at line 3, column 14" in proc.stderr
     assert len(proc.stderr.splitlines()) == 1 and "<unicode string>" not in proc.stderr
+def assert_one_line_error(proc: subprocess.CompletedProcess, expected: str) -> None:
+    """Exit status 2 and a single `mt: error: ...` line on stderr that names ``expected``."""
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and "usage:" not in proc.stderr, proc.stderr
+    assert lines[-1].startswith("mt") and ": error: " in lines[-1], proc.stderr  # mt (translate):
+    assert expected in lines[-1], proc.stderr
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["fitt"], "fitt"),
+        (["fit", "--config", "configs/lstm-small.yaml", "--trainer.max_stepz", "3"], "max_stepz"),
+        (["test", "--config", "configs/lstm-small.yaml", "--ckpt_pth", "x"], "ckpt_pth"),
+        (["fit", "--config", "configs/nowhere.yaml"], "nowhere.yaml"),
+    ],
+    ids=["unknown-subcommand", "misspelt-option", "misspelt-test-option", "missing-config"],
+)
+def test_bad_command_lines_are_one_line_errors(args: list[str], expected: str) -> None:
+    assert_one_line_error(mt(*args, check=False), expected)
+
+
+def test_unknown_key_in_a_config_file_is_one_line_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("trainer:\n  max_stepz: 3\n")
+    proc = mt("fit", "--config", "configs/lstm-small.yaml", "--config", str(bad), "--print_config", check=False)
+    assert_one_line_error(proc, "max_stepz")
 
 
 def test_config_for_the_wrong_class_is_rejected(tmp_path: Path) -> None:
@@ -103,8 +156,10 @@ def test_config_for_the_wrong_class_is_rejected(tmp_path: Path) -> None:
     assert proc.returncode != 0 and "d_model" in proc.stderr
 
 
-def tiny_overlay(tmp_path: Path, corpus: Path, model: str) -> Path:
-    """Shrink a small config to seconds: tiny model, tiny corpus, a few steps."""
+def tiny_overlay(tmp_path: Path, corpus: Path, model: str, run_folder: bool = False) -> Path:
+    """Shrink a small config to seconds: tiny model, tiny corpus, a few steps; outputs under
+    ``tmp_path`` (checkpoints in ``tmp_path/ckpt``), or with ``run_folder`` where the run
+    folder rules put them (base.yaml's loggers and callbacks)."""
     sizes = (
         {"d_model": 32, "n_heads": 2, "encoder_layers": 1, "decoder_layers": 1, "ffn_dim": 64}
         if model == "transformer"
@@ -129,6 +184,9 @@ def tiny_overlay(tmp_path: Path, corpus: Path, model: str) -> Path:
         "model": {"init_args": sizes},
         "data": {"data_dir": str(corpus), "vocab_size": 300, "max_tokens": 512, "num_workers": 0},
     }
+    if run_folder:
+        for key in ("default_root_dir", "logger", "callbacks"):
+            del overlay["trainer"][key]
     path = tmp_path / "overlay.yaml"
     path.write_text(yaml.safe_dump(overlay))
     return path
@@ -141,6 +199,10 @@ def test_fit_then_validate_then_translate_from_checkpoint_alone(
     configs = ["--config", f"configs/{model}-small.yaml", "--config", str(tiny_overlay(tmp_path, tiny_corpus, model))]
     fit = mt("fit", *configs)
     assert "BLEU" in fit.stdout + fit.stderr and "nrefs:1|case:mixed" in fit.stdout + fit.stderr
+    # One line per validation (steps 3 and 6), then the best score and its checkpoint.
+    val_lines = [line for line in fit.stdout.splitlines() if line.startswith("[mt] val: BLEU = ")]
+    assert [line.rsplit("[step ", 1)[-1] for line in val_lines] == ["3]", "6]"], fit.stdout
+    assert "[mt] best val/bleu = " in fit.stderr and str(tmp_path / "ckpt" / "best.ckpt") in fit.stderr
     last = tmp_path / "ckpt" / "last.ckpt"
     assert last.is_file() and (tmp_path / "ckpt" / "best.ckpt").is_file()
 
@@ -295,7 +357,7 @@ def test_sigterm_during_fit_saves_a_checkpoint_and_fails(tiny_corpus: Path, tmp_
 def test_missing_corpus_is_one_line_error(tmp_path: Path) -> None:
     proc = mt(
         "fit", "--config", "configs/transformer-small.yaml", "--data.data_dir", str(tmp_path / "nowhere"),
-        "--trainer.logger", "false", check=False,
+        "--trainer.logger", "false", "--run_dir", str(tmp_path / "run"), check=False,
     )
     assert proc.returncode == 2
     assert "nowhere/train.de: no such file" in proc.stderr and "download_data.py" in proc.stderr
@@ -316,3 +378,157 @@ def test_checkpoint_with_another_tokenizer_is_refused(tiny_corpus: Path, tmp_pat
     model.on_load_checkpoint({"mt_tokenizer": data_tok.model_proto})  # the same model: fine
     with pytest.raises(CheckpointError, match=r"sentencepiece model differs .*\(300 pieces each, \d+ of"):
         model.on_load_checkpoint({"mt_tokenizer": other_tok.model_proto})
+
+
+def test_fit_twice_script(tiny_corpus: Path, tmp_path: Path) -> None:
+    """tests/fit_twice.sh: two fits with one config land side by side, the first run's best
+    checkpoint tests, a fit into a used run folder is refused (exit 2)."""
+    proc = subprocess.run(
+        ["bash", str(ROOT / "tests" / "fit_twice.sh"), str(MT), str(tiny_corpus), str(tmp_path)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    logs = "".join(f"\n--- {p.name}\n{p.read_text()}" for p in sorted(tmp_path.glob("*.log")))
+    assert proc.returncode == 0, proc.stdout + proc.stderr + logs
+    assert "fit_twice: ok" in proc.stdout
+
+
+FAKE_SRUN = """#!/usr/bin/env bash
+# srun stand-in: drop srun's own options, run the command once, here.
+while [ $# -gt 0 ] && [ "${1#-}" != "$1" ]; do shift; done
+exec "$@"
+"""
+
+
+def test_slurm_script_runs_through_a_fake_srun(tiny_corpus: Path, tmp_path: Path) -> None:
+    """scripts/slurm/train.sbatch's command line, with `srun` replaced by a stub that runs it
+    as one CPU task: it exits 0 and writes into its job's run folder."""
+    if not (ROOT / ".venv" / "bin" / "activate").is_file():
+        pytest.skip("train.sbatch sources .venv/bin/activate: no .venv here (`make install`)")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text(FAKE_SRUN)
+    (bin_dir / "srun").chmod(0o755)
+    overlay = tiny_overlay(tmp_path, tiny_corpus, "transformer", run_folder=True)
+    run_dir = tmp_path / "run"
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "SLURM_SUBMIT_DIR": str(ROOT), "SLURM_JOB_ID": "4242", "SLURM_NNODES": "1",
+        "SLURM_NTASKS_PER_NODE": "1", "SLURM_JOB_NODELIST": "localhost",
+        "RUN_DIR": str(run_dir), "CKPT_EVERY_N_STEPS": "1", "OMP_NUM_THREADS": "1",
+    }  # fmt: skip
+    proc = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "slurm" / "train.sbatch"), "configs/transformer-small.yaml",
+         "--config", str(overlay), "--trainer.accelerator", "cpu", "--trainer.strategy", "auto"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"[mt] run folder: {run_dir}" in proc.stdout + proc.stderr
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert (run_dir / "checkpoints" / "steps" / "step=6.ckpt").is_file()
+
+
+# --------------------------------------------------------------------------------------------
+# The other jobs: translate, evaluate, compare, benchmark, download (typed signatures)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The run folder of a tiny Transformer trained for a few steps by the installed `mt`."""
+    root = tmp_path_factory.mktemp("tiny-run")
+    run = root / "run"
+    mt("fit", "--config", "configs/transformer-small.yaml",
+       "--config", str(tiny_overlay(root, tiny_corpus, "transformer", run_folder=True)),
+       "--run_dir", str(run))  # fmt: skip
+    return run
+
+
+def run_in_terminal(args: list[str]) -> tuple[int, bytes]:
+    """Run the installed `mt` with stderr on a pseudo-terminal (100 columns); its stderr bytes."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    proc = subprocess.Popen([str(MT), *args], cwd=ROOT, stderr=slave, stdout=subprocess.DEVNULL)
+    os.close(slave)
+    out = b""
+    with contextlib.suppress(OSError):  # EIO once the child has closed the terminal
+        while chunk := os.read(master, 4096):
+            out += chunk
+    os.close(master)
+    return proc.wait(timeout=600), out
+
+
+def test_translate_exit_status_and_progress_bar(tiny_run: Path, tiny_corpus: Path, tmp_path: Path) -> None:
+    ckpt = tiny_run / "checkpoints" / "best.ckpt"
+    src = tiny_corpus / "test_2016_flickr.de"
+    out = tmp_path / "hyp.en"
+    # The scripts' spelling (--beam-size) and the typed one (--beam_size) are the same option.
+    for beam in ("--beam-size", "--beam_size"):
+        proc = mt("translate", "--checkpoint", str(ckpt), "--input", str(src), "--output", str(out), beam, "2")
+        assert len(out.read_text().splitlines()) == len(src.read_text().splitlines())
+        assert "\r" not in proc.stderr and "summary:" in proc.stderr  # a pipe: no bar
+    rc, stderr = run_in_terminal(["translate", "--checkpoint", str(ckpt), "--input", str(src), "--output", str(out)])
+    assert rc == 0 and b"\r" in stderr and b"sentences [" in stderr, stderr  # tqdm's bar
+    rc, stderr = run_in_terminal(["translate", "--checkpoint", str(ckpt), "--input", str(src),
+                                  "--output", str(out), "--quiet"])  # fmt: skip
+    assert rc == 0 and stderr.strip() == b"", stderr
+    # Bad input: a usage error is exit 2, a missing file the command's own error (exit 1).
+    bad = mt("translate", "--checkpoint", str(ckpt), "--beam-size", "2", "--nbest", "3", check=False)
+    assert_one_line_error(bad, "--nbest")
+    missing = mt("translate", "--checkpoint", str(tmp_path / "none.ckpt"), "--input", str(src), check=False)
+    assert missing.returncode == 1 and "checkpoint not found" in missing.stderr
+
+
+def test_evaluate_and_compare_exit_status(tiny_run: Path, tiny_corpus: Path, tmp_path: Path) -> None:
+    src, ref = tiny_corpus / "test_2016_flickr.de", tiny_corpus / "test_2016_flickr.en"
+    proc = mt("evaluate", "--hyp", str(ref), "--ref", str(ref), "--src", str(src), "--n-bootstrap", "10")
+    assert "BLEU" in proc.stdout and "100.0" in proc.stdout
+    proc = mt("compare", "--checkpoints", str(tiny_run), str(tiny_run / "checkpoints" / "last.ckpt"),
+              "--names", "best", "last", "--src", str(src), "--ref", str(ref), "--out", str(tmp_path / "report"),
+              "--stress-k", "1", "--n-bootstrap", "10", "--no-plots", "--beam-size", "1")  # fmt: skip
+    assert (tmp_path / "report" / "report.md").is_file() and "best: BLEU" in proc.stdout
+    assert_one_line_error(mt("evaluate", "--hyp", str(ref), "--reff", str(ref), check=False), "--reff")
+    assert mt("evaluate", "--hyp", str(tmp_path / "none"), "--ref", str(ref), check=False).returncode == 1
+
+
+def test_benchmark_and_download_exit_status(tiny_corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "train.json"
+    mt("benchmark", "train", "--smoke", "--threads", "1", "--no-hf", "--data-dir", str(tiny_corpus), "--out", str(out))
+    assert json.loads(out.read_text())["benchmark"] == "train"
+    assert_one_line_error(mt("benchmark", "fly", check=False), "fly")
+    mirror = tmp_path / "mirror"
+    write_corpus(mirror / "multi30k", {"test_2018_flickr": 5}, seed=3)  # no known hash: unverified
+    proc = mt("download", "--corpus", "multi30k", "--splits", "test_2018_flickr", "--langs", "de,en",
+              "--mirror", str(mirror), "--out", str(tmp_path / "data"))  # fmt: skip
+    assert "done: 2 written" in proc.stdout
+    assert (tmp_path / "data" / "multi30k" / "test_2018_flickr.de").read_text() == (
+        mirror / "multi30k" / "test_2018_flickr.de").read_text()
+    assert_one_line_error(mt("download", "--corpus", "multi31k", check=False), "multi31k")
+
+
+def test_every_command_has_typed_help() -> None:
+    listed = mt("--help").stdout
+    for command in ("translate", "evaluate", "compare", "benchmark", "download", "synthetic"):
+        assert command in listed
+        out = mt(command, "--help").stdout
+        assert out.startswith(f"usage: mt {command}")
+        assert "type:" in out or command == "benchmark"  # jsonargparse's typed options
+
+
+def test_synthetic_defaults_are_the_spec_defaults() -> None:
+    """`mt synthetic`'s signature repeats SyntheticSpec's defaults (for --help): they agree."""
+    import inspect
+
+    from mt.commands import synthetic
+    from mt.synthetic import SyntheticSpec, parse_bands
+
+    defaults = {k: p.default for k, p in inspect.signature(synthetic).parameters.items()}
+    spec = SyntheticSpec()
+    assert parse_bands(defaults.pop("test_bands")) == spec.test_bands
+    defaults.pop("out")
+    assert defaults == {k: getattr(spec, k) for k in defaults}

@@ -1,0 +1,618 @@
+"""`mt translate|evaluate|compare|benchmark|download|synthetic`: the jobs beside training, typed.
+
+jsonargparse builds each command's parser from its function's signature and docstring: the
+options, their types, defaults, allowed values (``Literal``) and ``--help``. ``mt --help`` lists
+them beside ``fit|validate|test|predict``; ``scripts/translate.py`` and the other scripts are
+aliases of the same functions, so existing command lines keep working:
+
+* dashed option names (``--beam-size``) are the underscored ones (``--beam_size``);
+* a flag given alone (``--quiet``) is ``--quiet true``;
+* a list option takes its values one by one (``--checkpoints a b``) or as one list (``[a,b]``).
+
+A bad command line (an unknown option, a wrong type, a value outside the allowed ones) is one
+``mt {command}: error: ...`` line and exit status 2; bad input files are the commands' own
+one-line ``error: ...`` and exit status 1, as before.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json as jsonlib
+import os
+import sys
+import types
+import typing
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from jsonargparse import ArgumentError, ArgumentParser
+
+Device = Literal["auto", "cpu", "cuda"]
+
+
+class UsageError(ValueError):
+    """Option values that parse but do not go together (``--nbest`` above ``--beam_size``)."""
+
+
+# --------------------------------------------------------------------------------------------
+# The commands
+# --------------------------------------------------------------------------------------------
+
+
+def translate(
+    checkpoint: str,
+    input: str = "-",
+    output: str = "-",
+    beam_size: int = 5,
+    nbest: int = 1,
+    length_penalty: float = 1.0,
+    max_tokens: int = 4096,
+    device: Device = "auto",
+    precision: Literal["32", "bf16", "16"] = "32",
+    max_input_tokens: int | None = None,
+    errors: Literal["strict", "replace"] = "strict",
+    chunk_lines: int = 10_000,
+    quiet: bool = False,
+    *,
+    loader: Callable[[str, str], Any] | None = None,
+) -> int:
+    """Translate a text file with a checkpoint: one output line per input line, in input order.
+
+    With --nbest N > 1: N lines per input line, best first, formatted
+    ``INDEX ||| SCORE ||| TRANSLATION`` (INDEX the 0-based input line, SCORE the
+    length-normalised log-probability). Empty input lines give empty translations. A line longer
+    than the model was trained on is split and its pieces' translations joined, never shortened
+    (see max_input_tokens); the input and output line counts are compared at the end (a difference is an error, exit 1). The output is written to a temporary
+    file in its folder and renamed into place only when complete: a failed or killed run leaves
+    an earlier output untouched; an unusable --output (missing or unwritable folder, the input
+    file itself, also through a link) is an error before the model loads (exit 2). A progress bar
+    on a terminal.
+
+    Args:
+        checkpoint: checkpoint file written by training.
+        input: input text file, or - for stdin.
+        output: output file, or - for stdout.
+        beam_size: beam size; 1 = greedy.
+        nbest: translations per input line (<= beam size).
+        length_penalty: GNMT length penalty alpha; 0 ranks by raw log-probability.
+        max_tokens: batch budget in source subwords, padding counted (sentences x longest).
+        device: where to run.
+        precision: 32, or bf16/16 autocast on the device.
+        max_input_tokens: split lines longer than this many subwords into pieces of at most
+            this many, at sentence punctuation where possible, else between words, else between
+            subwords; the pieces are translated separately and joined with a space, and each
+            split line is reported on stderr with its line number and counted in the summary.
+            Default: the data.max_len the checkpoint was trained with; 0: every line whole.
+        errors: invalid UTF-8 in the input: strict = an error naming the line, replace = replace
+            with U+FFFD and warn.
+        chunk_lines: lines read and translated at a time; bounds memory.
+        quiet: no progress bar and no summary (warnings still shown). The bar is shown only
+            when stderr is a terminal.
+        loader: ``(checkpoint, map_location) -> model`` (tests pass their own).
+    """
+    from mt import translate as tr
+
+    if beam_size < 1:
+        raise UsageError("--beam_size must be >= 1")
+    if not 1 <= nbest <= beam_size:
+        raise UsageError("--nbest must be between 1 and --beam_size")
+    if max_tokens < 1 or chunk_lines < 1:
+        raise UsageError("--max_tokens and --chunk_lines must be >= 1")
+    if max_input_tokens is not None and max_input_tokens < 0:
+        raise UsageError("--max_input_tokens must be >= 0 (0: no limit)")
+    args = argparse.Namespace(**_options(locals(), skip=("tr", "loader")))
+    return tr.run(args, loader)
+
+
+def evaluate(
+    ref: Path | None = None,
+    hyp: Path | None = None,
+    src: Path | None = None,
+    checkpoint: Path | None = None,
+    bucket_edges: list[int] | None = None,
+    n_bootstrap: int | None = None,
+    seed: int | None = None,
+    beam_size: int = 5,
+    length_penalty: float = 1.0,
+    max_tokens: int = 4096,
+    device: Device = "auto",
+    json: Path | None = None,
+    save_hyp: Path | None = None,
+) -> int:
+    """Score translations with sacreBLEU (BLEU, chrF) and per-source-length buckets.
+
+    Scores --hyp against --ref, or translates --src with --checkpoint first. With --src, a
+    table of BLEU/chrF by source length in words with bootstrap confidence intervals.
+
+    Args:
+        ref: reference translations, one per line.
+        hyp: system output, one sentence per line.
+        src: source sentences; enables the source-length bucket table (and is what
+            --checkpoint translates).
+        checkpoint: model checkpoint to translate --src with, instead of --hyp.
+        bucket_edges: inclusive upper bounds of the source-length buckets (default: 10 20 30
+            40 50).
+        n_bootstrap: bootstrap resamples for the confidence intervals (default: 1000).
+        seed: bootstrap seed (default: 12345).
+        beam_size: beam size for --checkpoint; 1 = greedy.
+        length_penalty: GNMT length penalty alpha for --checkpoint.
+        max_tokens: decoding batch budget in source subwords, padding counted.
+        device: where --checkpoint runs.
+        json: also write all results to this file.
+        save_hyp: also write the translations of --checkpoint to this file.
+    """
+    from mt import evaluate_cli
+
+    args = argparse.Namespace(**_with_bucket_defaults(_options(locals(), skip=("evaluate_cli",))))
+    try:
+        evaluate_cli.run(args)
+    except evaluate_cli.InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def compare(
+    checkpoints: list[str],
+    src: Path,
+    ref: Path,
+    out: Path,
+    names: list[str] | None = None,
+    beam_size: int = 5,
+    length_penalty: float = 1.0,
+    max_tokens: int = 4096,
+    device: Device = "auto",
+    stress_k: list[int] | None = None,
+    bucket_edges: list[int] | None = None,
+    n_bootstrap: int | None = None,
+    seed: int | None = None,
+    no_plots: bool = False,
+) -> int:
+    """Compare trained models on one test set: BLEU/chrF with signatures, length buckets with
+    intervals, stress sets, paired bootstrap, training logs, plots (report.md, report.json).
+
+    Args:
+        checkpoints: checkpoint files or run folders (RUN/checkpoints/best.ckpt).
+        src: source sentences, one per line.
+        ref: references, one per line.
+        out: output folder of the report.
+        names: model names (default: the run folders' names).
+        beam_size: beam size; 1 = greedy.
+        length_penalty: GNMT length penalty alpha.
+        max_tokens: decoding batch budget in source subwords, padding counted.
+        device: where the models run.
+        stress_k: stress sets: K consecutive sentences joined (default: 1 2 4 8).
+        bucket_edges: inclusive upper bounds of the source-length buckets (default: 10 20 30
+            40 50).
+        n_bootstrap: bootstrap resamples for the confidence intervals (default: 1000).
+        seed: bootstrap seed (default: 12345).
+        no_plots: skip the PNG plots.
+    """
+    from mt import compare as cmp
+
+    options = _with_bucket_defaults(_options(locals(), skip=("cmp",)))
+    try:
+        report = cmp.compare(
+            options.pop("checkpoints"), options.pop("src"), options.pop("ref"), options.pop("out"),
+            stress_k=options.pop("stress_k") or [1, 2, 4, 8], plots=not options.pop("no_plots"),
+            **options,
+        )  # fmt: skip
+    except cmp.InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    for m in report["models"]:
+        s = m["scores"]
+        print(
+            f"{m['name']}: BLEU {s['bleu']:.2f}  chrF {s['chrf']:.2f}  ({m['architecture']}, "
+            f"{m['num_parameters']} parameters)"
+        )
+    print(f"{report['signatures']['bleu']}\nreport: {Path(out) / 'report.md'}")
+    return 0
+
+
+def download(
+    corpus: Literal["multi30k", "iwslt17", "all"] | None = None,
+    out: Path = Path("data"),
+    mirror: str | None = None,
+    splits: str | None = None,
+    langs: str | None = None,
+    sacrebleu_test_set: str | None = None,
+    langpair: str = "de-en",
+    timeout: float = 60.0,
+) -> int:
+    """Fetch corpora into {out}/{corpus}/{split}.{lang} and verify them (see data/README.md).
+
+    Args:
+        corpus: corpus to fetch (default: all, or none when --sacrebleu_test_set is given).
+        out: output root.
+        mirror: copy from MIRROR/{corpus}/{split}.{lang} instead of downloading (default:
+            $MT_DATA_MIRROR; '' forces downloading).
+        splits: comma list of splits (e.g. train,val,test_2016_flickr).
+        langs: comma list of Multi30k languages (en,de,fr,cs).
+        sacrebleu_test_set: also fetch a sacreBLEU test set, e.g. wmt14, into
+            {out}/NAME-{langpair}/test.*.
+        langpair: language pair for --sacrebleu_test_set.
+        timeout: network timeout, seconds.
+    """
+    from mt import corpora
+
+    split_list, lang_list = _comma_list(splits), _comma_list(langs)
+    try:
+        if mirror is None:
+            mirror_dir = corpora.mirror_from_env()
+        else:
+            mirror_dir = Path(mirror) if mirror.strip() else None
+        if corpus is None and sacrebleu_test_set is None:
+            corpus = "all"
+        if (split_list or lang_list) and corpus == "all":
+            raise corpora.DataError("--splits/--langs need a single --corpus (multi30k or iwslt17)")
+        if lang_list and corpus == "iwslt17":
+            raise corpora.DataError("--langs applies to multi30k only (iwslt17 is de-en)")
+        if mirror_dir is not None:
+            print(f"using mirror {mirror_dir}", flush=True)
+        report = corpora.FetchReport()
+        common = {"mirror": mirror_dir, "timeout": timeout}
+        if corpus in ("multi30k", "all"):
+            report.extend(corpora.fetch_multi30k(out, splits=split_list, langs=lang_list, **common))
+        if corpus in ("iwslt17", "all"):
+            report.extend(corpora.fetch_iwslt17(out, splits=split_list, **common))
+        if sacrebleu_test_set is not None:
+            report.extend(
+                corpora.fetch_sacrebleu_test_set(sacrebleu_test_set, langpair, out, **common)
+            )
+    except (corpora.DataError, OSError) as exc:  # OSError: what the library did not anticipate
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted (no partial files were left in place)", file=sys.stderr)
+        return 1
+    print(f"done: {report.summary()} -> {os.fspath(out)}")
+    return 0
+
+
+def synthetic(
+    out: Path = Path("data/synthetic"),
+    seed: int = 0,
+    train_size: int = 20_000,
+    val_size: int = 500,
+    test_per_band: int = 200,
+    train_lengths: tuple[int, int] = (4, 12),
+    val_lengths: tuple[int, int] = (4, 60),
+    test_bands: tuple[str, ...] = ("4-12", "13-20", "21-30", "31-40", "41-50", "51-60"),
+) -> int:
+    """Write the synthetic length-generalisation corpus (grammar: mt/synthetic.py).
+
+    Writes {out}/{train,val,test,test_len{a}-{b}}.{src,tgt}, the layout that
+    configs/synthetic-*.yaml read.
+
+    Args:
+        out: output folder.
+        seed: seed of the sentence sampler.
+        train_size: training pairs.
+        val_size: validation pairs.
+        test_per_band: test pairs per length band.
+        train_lengths: MIN MAX source words of the training sentences.
+        val_lengths: MIN MAX source words of the validation sentences.
+        test_bands: test length bands in source words, LO-HI each.
+    """
+    from mt.synthetic import SyntheticSpec, parse_bands, write_corpus
+
+    try:
+        spec = SyntheticSpec(
+            train_size=train_size, val_size=val_size, test_per_band=test_per_band,
+            train_lengths=tuple(train_lengths), val_lengths=tuple(val_lengths),
+            test_bands=parse_bands(test_bands), seed=seed,
+        )  # fmt: skip
+        counts = write_corpus(out, spec)
+    except (ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    for name, n in counts.items():
+        print(f"{out}/{name}.{{src,tgt}}: {n} lines")
+    return 0
+
+
+def benchmark_common(
+    smoke: bool = False,
+    out: Path | None = None,
+    device: str = "auto",
+    threads: int | None = None,
+    seed: int = 1,
+    data_dir: str = "data/multi30k",
+    vocab_size: int | None = None,
+    no_hf: bool = False,
+) -> None:
+    """Options of every benchmark job (results: benchmarks/README.md).
+
+    Args:
+        smoke: tiny sizes for CI: seconds, not minutes.
+        out: result file (default: benchmarks/results/{job}-{device}.json).
+        device: auto, cpu, cuda, cuda:1.
+        threads: torch intra-op threads (default: torch's).
+        seed: random seed.
+        data_dir: corpus folder ({split}.{lang}).
+        vocab_size: sentencepiece vocabulary (default: 8000; --smoke 320).
+        no_hf: skip the Hugging Face Marian rows.
+    """
+
+
+def benchmark_models(
+    transformer_config: str | None = None, lstm_config: str | None = None, large: bool = False
+) -> None:
+    """The models that decode and train measure.
+
+    Args:
+        transformer_config: config whose Transformer size is used.
+        lstm_config: config whose LSTM size is used.
+        large: also Transformer-base (512, 6+6, ffn 2048, 8 heads) and a GNMT-like 4-layer
+            LSTM 1024.
+    """
+
+
+def benchmark_data(
+    max_tokens: int = 4096,
+    random_batch: int = 128,
+    pairs: tuple[int, int] | None = None,
+    synthetic_vocab_size: int | None = None,
+    tokenizer_sample: int | None = None,
+    work_dir: str | None = None,
+) -> None:
+    """Padding share of token-budget batches and memory of the memory-mapped corpus.
+
+    Args:
+        max_tokens: token budget.
+        random_batch: random batch size.
+        pairs: synthetic corpus sizes LARGE SMALL (default: 2000000 200000; --smoke 20000 2000).
+        synthetic_vocab_size: vocabulary of the synthetic corpora (8000; --smoke 1000).
+        tokenizer_sample: lines per side the synthetic corpora's tokenizer is trained on
+            (20000; --smoke 2000).
+        work_dir: keep the synthetic corpora here (default: a temporary folder).
+    """
+
+
+def benchmark_decode(
+    sentences: int | None = None,
+    beams: tuple[int, ...] = (1, 5),
+    max_tokens: int | None = None,
+    max_len_a: float = 1.2,
+    max_len_b: float = 10.0,
+    repeats: int | None = None,
+    no_kv_check: bool = False,
+    kv_sentences: int | None = None,
+) -> None:
+    """Greedy and beam search speed, against Hugging Face Marian.
+
+    Args:
+        sentences: first N test lines (default: all; --smoke 48).
+        beams: beam sizes.
+        max_tokens: source-token budget per batch (4096).
+        max_len_a: decoding steps = a * source length + b.
+        max_len_b: decoding steps = a * source length + b.
+        repeats: timed runs per system, taking turns; the median counts (3).
+        no_kv_check: skip the KV-cache speed-up.
+        kv_sentences: measure the KV-cache speed-up on the first N only (default: all).
+    """
+
+
+def benchmark_train(
+    warmup: int | None = None,
+    steps: int | None = None,
+    max_tokens: int | None = None,
+    pad_to_multiple: int = 1,
+    compile: bool = False,
+    compile_systems: str = "transformer,hf-marian",
+) -> None:
+    """Training throughput, against Hugging Face Marian on the same batches.
+
+    Args:
+        warmup: untimed warm-up steps (CPU 3, GPU 10).
+        steps: timed steps (CPU 10, GPU 50; --smoke 2).
+        max_tokens: token budget (default: the config's).
+        pad_to_multiple: pad lengths to a multiple of this (8 helps torch.compile).
+        compile: add torch.compile-d runs.
+        compile_systems: which to compile with --compile: transformer, lstm, hf-marian
+            (comma-separated).
+    """
+
+
+#: ``mt benchmark {job}``: the signatures whose options it takes, the job's own last.
+BENCHMARKS: dict[str, tuple[Callable[..., None], ...]] = {
+    "data": (benchmark_common, benchmark_data),
+    "decode": (benchmark_common, benchmark_models, benchmark_decode),
+    "train": (benchmark_common, benchmark_models, benchmark_train),
+}
+
+
+def _run_benchmark(job: str, options: dict[str, Any], argv: Sequence[str]) -> int:
+    """Run one benchmark job (:mod:`mt.benchmark`); returns the exit status."""
+    import torch
+
+    from mt import benchmark
+
+    args = argparse.Namespace(subcommand=job, **options)
+    for name in ("pairs", "beams"):  # the lists mt.benchmark expects
+        if getattr(args, name, None) is not None:
+            setattr(args, name, list(getattr(args, name)))
+    threads = torch.get_num_threads()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        return benchmark._main(args, [job, *argv])
+    finally:
+        torch.set_num_threads(threads)  # may run in-process (tests)
+
+
+# --------------------------------------------------------------------------------------------
+# Parsing
+# --------------------------------------------------------------------------------------------
+
+#: ``mt {name}``: the typed function behind it (``benchmark`` has the jobs of ``BENCHMARKS``).
+COMMANDS: dict[str, Callable[..., Any]] = {
+    "translate": translate,
+    "evaluate": evaluate,
+    "compare": compare,
+    "benchmark": _run_benchmark,
+    "download": download,
+    "synthetic": synthetic,
+}
+#: Parameters that are not options (passed by callers in Python).
+_NOT_OPTIONS = {"loader"}
+
+
+def _options(values: dict[str, Any], skip: Sequence[str] = ()) -> dict[str, Any]:
+    """A function's ``locals()`` reduced to its options."""
+    return {k: v for k, v in values.items() if k not in {*skip, *_NOT_OPTIONS}}
+
+
+def _with_bucket_defaults(options: dict[str, Any]) -> dict[str, Any]:
+    """Fill ``bucket_edges``/``n_bootstrap``/``seed`` left at None with mt.evaluation's defaults."""
+    from mt.evaluation import DEFAULT_EDGES, DEFAULT_N_BOOTSTRAP, DEFAULT_SEED
+
+    defaults = {"bucket_edges": list(DEFAULT_EDGES), "n_bootstrap": DEFAULT_N_BOOTSTRAP,
+                "seed": DEFAULT_SEED}  # fmt: skip
+    return {k: (defaults[k] if v is None and k in defaults else v) for k, v in options.items()}
+
+
+def _comma_list(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    return [item.strip() for item in value.split(",") if item.strip()] or None
+
+
+def _kind(annotation: Any) -> str:
+    """``"bool"``, ``"int_list"``/``"list"`` (a list or tuple of ints / of anything else) or ``""``
+    for a parameter's type."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        return _kind(inner[0]) if len(inner) == 1 else ""
+    if annotation is bool:
+        return "bool"
+    if typing.get_origin(annotation) in (list, tuple):
+        return "int_list" if args and args[0] is int else "list"
+    return ""
+
+
+def parser_for(fns: Sequence[Callable[..., Any]], prog: str) -> ArgumentParser:
+    """The jsonargparse parser of typed functions' options (help from the last's docstring)."""
+    description = inspect.cleandoc(fns[-1].__doc__ or "").split("\nArgs:")[0].strip()
+    parser = ArgumentParser(prog=prog, description=description, exit_on_error=False)
+    for fn in fns:
+        parser.add_function_arguments(fn, skip=_NOT_OPTIONS, as_group=False)
+    return parser
+
+
+def command_parsers(jobs: bool = True) -> dict[str, ArgumentParser]:
+    """One parser per extra command, by name; ``mt benchmark``'s jobs are its subcommands
+    (without ``jobs``, :func:`add_benchmark_jobs` adds them once the parser has its place under
+    another: jsonargparse adds levels of subcommands top-down)."""
+    parsers = {}
+    for name, fn in COMMANDS.items():
+        if name == "benchmark":
+            parsers[name] = ArgumentParser(
+                prog="mt benchmark", description=BENCHMARK_HELP, exit_on_error=False
+            )
+            if jobs:
+                add_benchmark_jobs(parsers[name])
+        else:
+            parsers[name] = parser_for([fn], f"mt {name}")
+    return parsers
+
+
+def add_benchmark_jobs(parser: ArgumentParser) -> None:
+    """``data``, ``decode``, ``train`` as subcommands of ``mt benchmark``'s parser."""
+    jobs = parser.add_subcommands(dest="job")
+    for job, fns in BENCHMARKS.items():
+        jobs.add_subcommand(job, parser_for(fns, f"mt benchmark {job}"), help=_first_line(fns[-1]))
+
+
+BENCHMARK_HELP = """Benchmarks of mt: data pipeline, decoding speed, training throughput.
+
+Each job writes a JSON with device, versions, git commit and command line (see
+benchmarks/README.md): `mt benchmark data|decode|train --help`.
+"""
+
+
+def _first_line(fn: Callable[..., Any]) -> str:
+    return (fn.__doc__ or "").strip().splitlines()[0]
+
+
+def normalize(argv: Sequence[str], fns: Sequence[Callable[..., Any]]) -> list[str]:
+    """The scripts' spellings of the options of ``fns`` in jsonargparse's (see the module
+    docstring)."""
+    kinds = {}
+    for fn in fns:
+        hints = typing.get_type_hints(fn)
+        kinds.update({name: _kind(hints.get(name)) for name in inspect.signature(fn).parameters})
+    out: list[str] = []
+    items = list(argv)
+    i = 0
+    while i < len(items):
+        token = items[i]
+        i += 1
+        name, eq, value = token[2:].partition("=")
+        key = name.replace("-", "_")
+        if not token.startswith("--") or key not in kinds or key in _NOT_OPTIONS:
+            out.append(token)  # a value, or an unknown option that jsonargparse then names
+            continue
+        kind, values = kinds[key], [value] if eq else []
+        while not eq and i < len(items) and not items[i].startswith("--"):
+            values.append(items[i])
+            i += 1
+            if not kind.endswith("list"):
+                break
+        if kind == "bool" and not values:
+            values = ["true"]
+        elif kind.endswith("list") and not (len(values) == 1 and values[0].startswith("[")):
+            values = [jsonlib.dumps([int(v) for v in values] if kind == "int_list" else values)]
+        out.extend([f"--{key}", *values])
+    return out
+
+
+def one_line(message: str) -> str:
+    """A parser's (often multi-line) error message as one line, without the lines that only
+    repeat what was given or list the types a value was tried against."""
+    noise = ("Subtypes:", "Errors:", "Given value type:", "Given value: NestedArg",
+             "Does not validate against any of the Union", "- Expected a <class 'NoneType'>")  # fmt: skip
+    lines = [line.strip() for line in str(message).splitlines()]
+    kept = [line for line in lines if line and not line.startswith(noise)]
+    return " ".join(kept or lines)
+
+
+def run_command(name: str, argv: Sequence[str] | None = None, **extra: Any) -> int:
+    """Parse ``argv`` for ``mt {name}`` and run it; returns the exit status.
+
+    Usage errors are one line and ``SystemExit(2)``; ``extra`` goes to the function unparsed
+    (``loader`` of :func:`translate`).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    prog = f"mt {name}"
+    job = argv[0] if name == "benchmark" and argv and argv[0] in BENCHMARKS else None
+    if job:
+        tokens = [job, *normalize(argv[1:], BENCHMARKS[job])]
+    else:
+        tokens = normalize(argv, [COMMANDS[name]]) if name != "benchmark" else argv
+    try:
+        config = command_parsers()[name].parse_args(tokens)
+        if name == "benchmark":
+            return _run_benchmark(config.job, config[config.job].as_dict(), argv[1:])
+        return COMMANDS[name](**config.as_dict(), **extra)
+    except ArgumentError as err:
+        print(f"{prog}: error: {one_line(str(err))}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except UsageError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``mt`` executable: the jobs here without loading Lightning (``mt translate --help``
+    answers at once), ``fit|validate|test|predict`` and ``mt --help`` through :func:`mt.cli.main`."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in COMMANDS:
+        return run_command(args[0], args[1:])
+    from mt.cli import main as cli_main
+
+    return cli_main(None if argv is None else args)
