@@ -253,6 +253,7 @@ class MTCLI(LightningCLI):
         if subcommand:
             _check_if_file(self.config[subcommand].get("ckpt_path"))
             _check_checkpoint_model(self.config[subcommand])
+            self._use_run_dir(subcommand)
 
     def _check_ckpt_path(self) -> None:
         """Resolve ``--ckpt_path last`` (SLURM's hpc checkpoints included) and check the file
