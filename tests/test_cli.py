@@ -18,6 +18,7 @@ import yaml
 from conftest import write_corpus
 
 from mt.module import CheckpointError, Seq2SeqModule, load_checkpoint
+from mt.precision import resolve_precision
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
@@ -206,8 +207,11 @@ def test_fit_then_validate_then_translate_from_checkpoint_alone(
     last = tmp_path / "ckpt" / "last.ckpt"
     assert last.is_file() and (tmp_path / "ckpt" / "best.ckpt").is_file()
 
-    val = mt("validate", *configs, "--ckpt_path", str(last))
+    # precision null: chosen for this machine, said in one line (mt/precision.py).
+    val = mt("validate", *configs, "--ckpt_path", str(last), "--trainer.precision", "null")
     assert "val/bleu" in val.stdout
+    chosen, _ = resolve_precision(None, "auto")
+    assert f"[mt] precision: {chosen} (" in val.stderr
     # Each run of the installed executable exits 0 (`mt fit ... && mt test ...` must chain).
     test = mt("test", *configs, "--ckpt_path", str(last))
     assert "test/bleu" in test.stdout and "MTCLI object" not in test.stderr

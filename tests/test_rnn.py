@@ -437,3 +437,26 @@ def test_attention_follows_the_alignment(cell: str, attention: str, input_feedin
             hits += int((((focus - (lengths - 1 - t)).abs() <= 1) & active).sum())
             total += int(active.sum())
     assert hits / total >= 0.8, f"attention on the aligned position for {hits / total:.2f}"
+
+
+def test_small_configs_have_comparable_parameter_counts() -> None:
+    """lstm/gru/rnn-small are within 10% of transformer-small's parameters, as their headers
+    say (a GRU or an RNN of the same width would be much smaller)."""
+    import yaml
+
+    from mt.transformer import TransformerSeq2Seq
+
+    configs = Path(__file__).resolve().parent.parent / "configs"
+
+    def build(name: str) -> tuple[int, str]:
+        text = (configs / f"{name}.yaml").read_text()
+        args = yaml.safe_load(text)["model"]["init_args"]
+        args = {k: v for k, v in args.items() if k not in ("optimizer", "lr_scheduler")}
+        cls = TransformerSeq2Seq if name.startswith("transformer") else RNNSeq2Seq
+        return cls(8000, **args).num_parameters(), text
+
+    reference, _ = build("transformer-small")
+    for name in ("lstm-small", "gru-small", "rnn-small"):
+        count, text = build(name)
+        assert 0.9 <= count / reference <= 1.1, f"{name}: {count} vs {reference}"
+        assert f"{count / 1e6:.1f}M parameters" in text  # the header states it
