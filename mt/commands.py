@@ -30,6 +30,9 @@ from typing import Any, Literal
 from jsonargparse import ArgumentError, ArgumentParser
 
 Device = Literal["auto", "cpu", "cuda"]
+#: Exit status of bad input (a missing or malformed file, a bad checkpoint), as for a bad command
+#: line; 1 is left for failures that are not the input's fault.
+BAD_INPUT = 2
 
 
 class UsageError(ValueError):
@@ -150,7 +153,7 @@ def evaluate(
         evaluate_cli.run(args)
     except evaluate_cli.InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return BAD_INPUT
     return 0
 
 
@@ -201,7 +204,7 @@ def compare(
         )  # fmt: skip
     except cmp.InputError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 1
+        return BAD_INPUT
     for m in report["models"]:
         s = m["scores"]
         print(
@@ -262,7 +265,10 @@ def download(
             report.extend(
                 corpora.fetch_sacrebleu_test_set(sacrebleu_test_set, langpair, out, **common)
             )
-    except (corpora.DataError, OSError) as exc:  # OSError: what the library did not anticipate
+    except corpora.DataError as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return BAD_INPUT
+    except OSError as exc:  # what the library did not anticipate (network, disk)
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -306,7 +312,10 @@ def synthetic(
             test_bands=parse_bands(test_bands), seed=seed,
         )  # fmt: skip
         counts = write_corpus(out, spec)
-    except (ValueError, OSError) as err:
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return BAD_INPUT
+    except OSError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     for name, n in counts.items():

@@ -85,7 +85,8 @@ class TranslateError(RuntimeError):
 
 
 class TranslateUsageError(TranslateError):
-    """Bad input from the command line (an unusable ``--output``): exit status 2."""
+    """Bad input (a missing input file or checkpoint, an unreadable checkpoint, invalid UTF-8 in
+    the input, an unusable ``--output``): exit status 2."""
 
     exit_status = 2
 
@@ -180,7 +181,7 @@ def read_lines(
                 f"{err.object[err.start : err.end].hex(' ')} at byte {err.start + 1}: {err.reason}"
             )
             if errors == "strict":
-                raise TranslateError(
+                raise TranslateUsageError(
                     f"{name} line {number}: invalid UTF-8 ({detail}); "
                     "use --errors replace to replace invalid bytes"
                 ) from None
@@ -546,7 +547,7 @@ def _load_checkpoint(path: str, map_location: str) -> nn.Module:
         return load_checkpoint(path, map_location=map_location)
     except CheckpointError as err:
         message = str(err)
-        raise TranslateError(message if path in message else f"{path}: {message}") from None
+        raise TranslateUsageError(message if path in message else f"{path}: {message}") from None
 
 
 def main(argv: Sequence[str] | None = None, *, loader: ModelLoader | None = None) -> int:
@@ -608,13 +609,13 @@ def _run(args: argparse.Namespace, loader: ModelLoader) -> int:
     ckpt = Path(args.checkpoint)
     if not ckpt.is_file():
         what = "is a directory" if ckpt.is_dir() else "not found"
-        raise TranslateError(f"checkpoint {what}: {args.checkpoint}")
+        raise TranslateUsageError(f"checkpoint {what}: {args.checkpoint}")
     device = resolve_device(args.device)
 
     model = loader(str(ckpt), "cpu")
     tokenizer = getattr(model, "tokenizer", None)
     if tokenizer is None:
-        raise TranslateError(f"checkpoint {args.checkpoint} carries no tokenizer")
+        raise TranslateUsageError(f"checkpoint {args.checkpoint} carries no tokenizer")
     translator = Translator(
         model,
         tokenizer,
@@ -676,7 +677,7 @@ def check_paths(input: str, output: str) -> None:
         in_path = Path(input)
         if not in_path.is_file():
             what = "is a directory" if in_path.is_dir() else "not found"
-            raise TranslateError(f"input file {what}: {input}")
+            raise TranslateUsageError(f"input file {what}: {input}")
     if output == "-":
         return
     target = Path(os.path.realpath(output))

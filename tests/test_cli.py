@@ -481,11 +481,11 @@ def test_translate_exit_status_and_progress_bar(tiny_run: Path, tiny_corpus: Pat
     rc, stderr = run_in_terminal(["translate", "--checkpoint", str(ckpt), "--input", str(src),
                                   "--output", str(out), "--quiet"])  # fmt: skip
     assert rc == 0 and stderr.strip() == b"", stderr
-    # Bad input: a usage error is exit 2, a missing file the command's own error (exit 1).
+    # Bad input, a usage error or a missing file, is exit 2 with one line.
     bad = mt("translate", "--checkpoint", str(ckpt), "--beam-size", "2", "--nbest", "3", check=False)
     assert_one_line_error(bad, "--nbest")
     missing = mt("translate", "--checkpoint", str(tmp_path / "none.ckpt"), "--input", str(src), check=False)
-    assert missing.returncode == 1 and "checkpoint not found" in missing.stderr
+    assert missing.returncode == 2 and "checkpoint not found" in missing.stderr
 
 
 def test_evaluate_and_compare_exit_status(tiny_run: Path, tiny_corpus: Path, tmp_path: Path) -> None:
@@ -497,7 +497,7 @@ def test_evaluate_and_compare_exit_status(tiny_run: Path, tiny_corpus: Path, tmp
               "--stress-k", "1", "--n-bootstrap", "10", "--no-plots", "--beam-size", "1")  # fmt: skip
     assert (tmp_path / "report" / "report.md").is_file() and "best: BLEU" in proc.stdout
     assert_one_line_error(mt("evaluate", "--hyp", str(ref), "--reff", str(ref), check=False), "--reff")
-    assert mt("evaluate", "--hyp", str(tmp_path / "none"), "--ref", str(ref), check=False).returncode == 1
+    assert mt("evaluate", "--hyp", str(tmp_path / "none"), "--ref", str(ref), check=False).returncode == 2
 
 
 def test_benchmark_and_download_exit_status(tiny_corpus: Path, tmp_path: Path) -> None:

@@ -232,19 +232,19 @@ def _run_script(*args: str, env_mirror: str | None = None) -> subprocess.Complet
     )
 
 
-def test_script_missing_mirror_exits_1_with_one_line(tmp_path: Path) -> None:
+def test_script_missing_mirror_exits_2_with_one_line(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere"
     result = _run_script(
         "--corpus", "multi30k", "--out", str(tmp_path / "out"), env_mirror=str(missing)
     )
-    assert result.returncode == 1
+    assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert len(lines) == 2 and lines[0].startswith("error: ")
     assert str(missing / "multi30k") in lines[0]
     assert "Traceback" not in result.stderr
 
 
-def test_script_checksum_error_exits_1(fake_mirror: Path, tmp_path: Path) -> None:
+def test_script_checksum_error_exits_2(fake_mirror: Path, tmp_path: Path) -> None:
     # The subprocess uses the real hash table, which the fake files cannot match.
     out = tmp_path / "out"
     result = _run_script(
@@ -259,9 +259,9 @@ def test_script_checksum_error_exits_1(fake_mirror: Path, tmp_path: Path) -> Non
         "--mirror",
         str(fake_mirror),
     )
-    assert result.returncode == 1
+    assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: checksum mismatch")
+    assert len(lines) == 2 and lines[0].startswith("error: checksum mismatch")
     assert not (out / "multi30k" / "val.en").exists()
 
 

@@ -246,7 +246,7 @@ def test_evaluate_script_exit_code_no_traceback(tmp_path):
         capture_output=True,
         text=True,
     )
-    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
 
 

@@ -200,7 +200,7 @@ def test_invalid_utf8_strict_and_replace(
     out = tmp_path / "out.txt"
     common = ["--checkpoint", str(tmp_path / "m.ckpt"), "--input", str(path)]
     rc = run_main(CopyModel(tokenizer), *common, "--output", str(out), "--quiet")
-    assert rc == 1
+    assert rc == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {path} line 2: invalid UTF-8 (byte ff at byte 5")
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
@@ -356,15 +356,15 @@ def test_stdin_to_stdout(
 def test_user_errors_are_one_line(tokenizer: Tokenizer, tmp_path: Path, capsys) -> None:
     model = CopyModel(tokenizer)
     rc = main(["--checkpoint", str(tmp_path / "missing.ckpt"), "--input", str(tmp_path)])
-    assert rc == 1
+    assert rc == 2
     assert capsys.readouterr().err == f"error: input file is a directory: {tmp_path}\n"
     existing = tmp_path / "in.txt"
     existing.write_text("x\n", encoding="utf-8")
     rc = main(["--checkpoint", str(tmp_path / "missing.ckpt"), "--input", str(existing)])
-    assert rc == 1
+    assert rc == 2
     assert capsys.readouterr().err == f"error: checkpoint not found: {tmp_path / 'missing.ckpt'}\n"
     rc = run_main(model, "--checkpoint", str(tmp_path / "m.ckpt"), "--input", "nope.txt")
-    assert rc == 1
+    assert rc == 2
     assert capsys.readouterr().err == "error: input file not found: nope.txt\n"
     rc = run_main(
         model, "--checkpoint", str(tmp_path / "m.ckpt"), "--input", str(existing),
@@ -383,7 +383,7 @@ def test_script_reports_errors_without_traceback(tmp_path: Path) -> None:
          "--checkpoint", str(tmp_path / "missing.ckpt"), "--input", str(path)],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert proc.stderr == f"error: checkpoint not found: {tmp_path / 'missing.ckpt'}\n"
     assert proc.stdout == ""
 
@@ -464,7 +464,7 @@ def test_corrupt_checkpoint_is_one_line_error(
     corrupt.write_bytes(ckpt.read_bytes()[:1000])
     path = tmp_path / "in.txt"
     path.write_text("The cat.\n", encoding="utf-8")
-    assert main(["--checkpoint", str(corrupt), "--input", str(path), "--quiet"]) == 1
+    assert main(["--checkpoint", str(corrupt), "--input", str(path), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and len(err.splitlines()) == 1
     assert str(corrupt) in err
@@ -511,7 +511,7 @@ def test_failed_run_leaves_the_earlier_output_untouched(
     assert good == b"The cat.\nThe dog.\n"
     src.write_bytes(b"The river.\n" * 5 + b"\xff\xfe binary\n")  # fails on line 6
     rc = _translate_files(CopyModel(tokenizer), tmp_path, src, out, "--chunk-lines", "2")
-    assert rc == 1 and "line 6: invalid UTF-8" in capsys.readouterr().err
+    assert rc == 2 and "line 6: invalid UTF-8" in capsys.readouterr().err
     assert out.read_bytes() == good
     assert _leftovers(tmp_path) == []
 
