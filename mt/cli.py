@@ -223,7 +223,7 @@ class MTCLI(LightningCLI):
         rank_zero_info(f"[mt] run folder: {self.run_dir}")
 
     def before_instantiate_classes(self) -> None:
-        # trainer.precision null (the small configs): what fits this machine (mt/precision.py).
+        # --trainer.precision null: what fits this machine (mt/precision.py).
         config = self.config[self.subcommand] if self.subcommand else self.config
         chosen, note = resolve_precision(config.trainer.precision, config.trainer.accelerator)
         config.trainer.precision = chosen
@@ -469,6 +469,9 @@ def main(args: list[str] | None = None) -> int:
             subclass_mode_model=True,
             trainer_defaults={
                 "logger": {"class_path": "mt.cli.WandbLogger"},
+                # Lightning's default is None, which mt reads as "choose for the machine":
+                # float32 unless a config or --trainer.precision says otherwise.
+                "precision": "32-true",
                 # The data module shards its token-budget batches over ranks itself.
                 "use_distributed_sampler": False,
                 # Persistent: batch randomness that a resumed run reproduces exactly. A fit

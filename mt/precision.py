@@ -1,6 +1,7 @@
 """Numeric precision that fits the machine.
 
-``trainer.precision: null`` (the small configs) means "choose for this machine":
+``--trainer.precision null`` means "choose for this machine" (the shipped configs set
+``32-true`` in ``configs/base.yaml``, and ``mt`` defaults to it without a config):
 
 * a CUDA GPU with bf16 (Ampere and later): ``bf16-mixed``;
 * a CPU that multiplies bf16 natively (x86 with AVX512-BF16 or AMX, Arm with the BF16
@@ -65,14 +66,17 @@ def resolve_precision(precision: object, accelerator: object = "auto") -> tuple[
     cuda = _uses_cuda(accelerator)
     if precision is None:
         if cuda:
-            chosen = BF16 if torch.cuda.is_bf16_supported() else FP32
+            native = torch.cuda.is_bf16_supported(including_emulation=False)
+            chosen = BF16 if native else FP32
             return chosen, f"[mt] precision: {chosen} (GPU {'with' if chosen == BF16 else 'without'} bf16)"
         if cpu_supports_bf16():
             return BF16, f"[mt] precision: {BF16} (this CPU multiplies bf16 natively); force float32 with --trainer.precision 32-true"
         return FP32, f"[mt] precision: {FP32} (this CPU has no native bf16)"
-    if str(precision).startswith("bf16") and not cuda and not cpu_supports_bf16():
-        return precision, (
-            f"[mt] warning: precision {precision} on a CPU without native bf16: it will run, "
-            "emulated and slower than float32"
-        )
+    if str(precision).startswith("bf16"):
+        native = torch.cuda.is_bf16_supported(including_emulation=False) if cuda else cpu_supports_bf16()
+        if not native:
+            return precision, (
+                f"[mt] warning: precision {precision} on a {'GPU' if cuda else 'CPU'} without "
+                "native bf16: it will run, emulated and slower than float32"
+            )
     return precision, None

@@ -14,7 +14,8 @@ Shape legend:
 Data flow::
 
     src (B, S) -> embed (x sqrt(E)) -> bidirectional L_enc-layer RNN, H/2 per direction
-               -> memory (B, S, H) = [forward; backward]
+               -> memory (B, S, H) = [forward; backward] (split_directions false: H per
+                  direction, then a linear map 2H -> H)
                -> final hidden states of every layer -> bridge -> decoder state N x (L_dec, B, H)
     tgt_in (B, T) -> embed [+ previous attentional vector] -> L_dec-layer RNN -> h_t (B, T, H)
                -> attention over memory -> context c_t (B, T, H)

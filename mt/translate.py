@@ -551,8 +551,8 @@ def _load_checkpoint(path: str, map_location: str) -> nn.Module:
 
 
 def main(argv: Sequence[str] | None = None, *, loader: ModelLoader | None = None) -> int:
-    """Run ``mt translate`` (options: :func:`mt.commands.translate`); returns the exit status
-    (0 ok, 1 error); a usage error is ``SystemExit(2)``.
+    """Run ``mt translate`` (options: :func:`mt.commands.translate`); returns the exit status of
+    :func:`run`; a bad command line is ``SystemExit(2)``.
 
     Args:
         argv: arguments without the program name (default: ``sys.argv[1:]``).
@@ -566,8 +566,10 @@ def main(argv: Sequence[str] | None = None, *, loader: ModelLoader | None = None
 
 def run(args: argparse.Namespace, loader: ModelLoader | None = None) -> int:
     """Translate as ``args`` (the options of :func:`mt.commands.translate`) say; the exit status:
-    0, 1 for an error, 2 for an unusable ``--output``, 143 when stopped by SIGTERM (the output's
-    temporary file removed, an earlier output untouched)."""
+    0; 2 for bad input (a missing input file or checkpoint, an unreadable checkpoint, invalid
+    UTF-8, an unusable ``--output``); 1 for other errors (out of memory, a line-count mismatch);
+    143 when stopped by SIGTERM (the output's temporary file removed, an earlier output
+    untouched)."""
     try:
         with _sigterm_unwinds():
             return _run(args, loader or _load_checkpoint)

@@ -196,7 +196,7 @@ def test_evaluate_main_json(tmp_path, data, capsys):
 
 def run_main_error(argv: list[str], capsys) -> str:
     """Run main expecting exit code 1; return the single stderr line."""
-    assert main(argv) == 1
+    assert main(argv) == 2  # bad input
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
     return err

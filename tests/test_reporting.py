@@ -223,11 +223,11 @@ def test_compare_and_evaluate_input_errors(
     ref = tmp_path / "ref.txt"
     ref.write_text("a b\n")
     args = ["--src", str(src), "--ref", str(ref), "--out", str(tmp_path / "o")]
-    assert cmp.main(["--checkpoints", str(tmp_path), *args]) == 1
+    assert cmp.main(["--checkpoints", str(tmp_path), *args]) == 2  # bad input
     assert "no checkpoints/best.ckpt" in capsys.readouterr().err
     bad = tmp_path / "bad.ckpt"
     bad.write_bytes(b"not a checkpoint")
-    assert evaluate_main(["--checkpoint", str(bad), "--src", str(src), "--ref", str(ref)]) == 1
+    assert evaluate_main(["--checkpoint", str(bad), "--src", str(src), "--ref", str(ref)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and str(bad) in err and len(err.splitlines()) == 1
 
