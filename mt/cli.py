@@ -60,6 +60,7 @@ from mt.module import (
     Seq2SeqModule,
     check_checkpoint_model,
     checkpoint_tokenizer,
+    read_checkpoint,
 )
 from mt.options import OptionError
 from mt.precision import resolve_precision
@@ -254,6 +255,23 @@ class MTCLI(LightningCLI):
             _check_if_file(self.config[subcommand].get("ckpt_path"))
             _check_checkpoint_model(self.config[subcommand])
             self._use_run_dir(subcommand)
+
+    def _parse_ckpt_path(self) -> None:
+        """Lightning's: the model is built with the ``--ckpt_path`` checkpoint's hyperparameters.
+        Added: an option the checkpoint predates gets the value it was trained with (the model
+        class's ``checkpoint_defaults``), not today's default, so that ``mt test --ckpt_path``
+        evaluates an older checkpoint as it was trained."""
+        super()._parse_ckpt_path()
+        subcommand = self.config.get("subcommand")
+        path = _local_ckpt_path(self.config[subcommand].get("ckpt_path")) if subcommand else None
+        model = self.config[subcommand].get("model") if path is not None else None
+        model_cls = _class_of(model)
+        if path is None or not path.is_file() or model_cls is None or model.get("init_args") is None:
+            return
+        saved = read_checkpoint(path, mmap=True).get("hyper_parameters", {})
+        for name, old in getattr(model_cls, "checkpoint_defaults", {}).items():
+            if name not in saved and name in model.init_args:
+                model.init_args[name] = old
 
     def _check_ckpt_path(self) -> None:
         """Resolve ``--ckpt_path last`` (SLURM's hpc checkpoints included) and check the file

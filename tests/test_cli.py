@@ -228,6 +228,21 @@ def test_fit_then_validate_then_translate_from_checkpoint_alone(
     assert torch.equal(next(again.parameters()), next(loaded.parameters()))
 
 
+def test_a_checkpoint_from_before_an_option_is_tested_as_trained(tiny_corpus: Path, tmp_path: Path) -> None:
+    """`mt test --ckpt_path` of an LSTM checkpoint written before split_directions (and the other
+    options in checkpoint_defaults) existed builds the model it was trained as: exit 0."""
+    configs = ["--config", "configs/lstm-small.yaml", "--config", str(tiny_overlay(tmp_path, tiny_corpus, "lstm"))]
+    mt("fit", *configs, "--trainer.max_steps", "2", "--model.init_args.split_directions", "false",
+       "--model.init_args.residual_decoder", "false", "--model.init_args.scale_embeddings", "false")  # fmt: skip
+    ckpt = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)
+    for name in ("split_directions", "residual_decoder", "scale_embeddings", "cell"):
+        del ckpt["hyper_parameters"][name]  # as in a checkpoint written before the option
+    old = tmp_path / "old.ckpt"
+    torch.save(ckpt, old)
+    test = mt("test", *configs, "--ckpt_path", str(old))
+    assert "test/bleu" in test.stdout
+
+
 @pytest.fixture(scope="module")
 def fitted(tiny_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], Path]:
     """A tiny transformer fitted once for this module's tests: (its config arguments, last.ckpt)."""
