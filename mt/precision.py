@@ -64,19 +64,16 @@ def resolve_precision(precision: object, accelerator: object = "auto") -> tuple[
         accelerator: ``trainer.accelerator`` (``auto``, ``cpu``, ``gpu``, ``cuda``, ...).
     """
     cuda = _uses_cuda(accelerator)
+    native = torch.cuda.is_bf16_supported(including_emulation=False) if cuda else cpu_supports_bf16()
+    device = "GPU" if cuda else "CPU"
     if precision is None:
-        if cuda:
-            native = torch.cuda.is_bf16_supported(including_emulation=False)
-            chosen = BF16 if native else FP32
-            return chosen, f"[mt] precision: {chosen} (GPU {'with' if chosen == BF16 else 'without'} bf16)"
-        if cpu_supports_bf16():
-            return BF16, f"[mt] precision: {BF16} (this CPU multiplies bf16 natively); force float32 with --trainer.precision 32-true"
-        return FP32, f"[mt] precision: {FP32} (this CPU has no native bf16)"
-    if str(precision).startswith("bf16"):
-        native = torch.cuda.is_bf16_supported(including_emulation=False) if cuda else cpu_supports_bf16()
-        if not native:
-            return precision, (
-                f"[mt] warning: precision {precision} on a {'GPU' if cuda else 'CPU'} without "
-                "native bf16: it will run, emulated and slower than float32"
-            )
+        chosen = BF16 if native else FP32
+        if native:
+            return chosen, f"[mt] precision: {chosen} (this {device} has native bf16); force float32 with --trainer.precision 32-true"
+        return chosen, f"[mt] precision: {chosen} (this {device} has no native bf16)"
+    if str(precision).startswith("bf16") and not native:
+        return precision, (
+            f"[mt] warning: precision {precision} on a {device} without native bf16: it will run, "
+            "emulated and slower than float32"
+        )
     return precision, None
