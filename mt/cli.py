@@ -57,6 +57,7 @@ from mt.corpora import DataError
 from mt.data import TranslationDataModule
 from mt.module import (
     CheckpointError,
+    NonFiniteLossError,
     Seq2SeqModule,
     check_checkpoint_model,
     checkpoint_tokenizer,
@@ -463,7 +464,8 @@ def main(args: list[str] | None = None) -> int:
 
     Bad input (an unknown subcommand, option or config key, a missing or malformed corpus file,
     a bad checkpoint or vocabulary size, a run folder that holds another run) exits with status 2
-    and a one-line error; any other failure raises.
+    and a one-line error; a training loss that turns NaN or infinite exits with status 1 and one
+    line naming the global step; any other failure raises.
     """
     # The data module restores the position inside the epoch (TranslationDataModule.state_dict),
     # which Lightning's check for a resumable *data loader* does not see.
@@ -512,6 +514,11 @@ def main(args: list[str] | None = None) -> int:
         # would add nothing.
         print(f"mt: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    except NonFiniteLossError as err:
+        # Not bad input but a failed run: one line naming the step (the traceback would only
+        # show Lightning's training loop), exit status 1.
+        print(f"mt: error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
     except SIGTERMException:
         # Lightning's SIGTERMException is a SystemExit with status 0: the run did not succeed.
         raise SystemExit(128 + signal.SIGTERM) from None

@@ -47,6 +47,10 @@ class CheckpointError(RuntimeError):
     """A checkpoint file that is missing, truncated or not an mt checkpoint."""
 
 
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite: the run stops rather than train on garbage."""
+
+
 class WarmupLR(LambdaLR):
     """Linear warm-up over ``warmup_steps`` optimizer steps, then inverse square root decay
     (Vaswani et al. 2017) or a constant rate. Stepped once per optimizer step.
@@ -181,9 +185,48 @@ class Seq2SeqModule(L.LightningModule):
         # Per-token mean over this batch (batches differ in token count, not in weight per token
         # within a batch; the same convention as fairseq's per-token loss).
         loss = loss / n_tokens
+        # One device sync per step: a NaN/inf loss stops the run before its gradients reach the
+        # weights (a silent NaN run would otherwise train on for hours).
+        if not torch.isfinite(loss.detach()):
+            raise NonFiniteLossError(
+                f"non-finite training loss ({float(loss):g}) at global step "
+                f"{self.global_step} (batch {batch_idx} of epoch {self.current_epoch}): "
+                "lower the learning rate, clip gradients (--trainer.gradient_clip_val) or check the data"
+            )
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
         self.log("train/nll", nll.detach() / n_tokens, batch_size=len(batch))
         return loss
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Log the global gradient norm before clipping and whether this step clipped it, then
+        clip as the trainer's ``gradient_clip_val``/``gradient_clip_algorithm`` say (once).
+
+        Lightning calls this once per optimizer step, after backward (and after unscaling under
+        16-bit mixed precision), whatever the clipping settings. Logged per step:
+
+        * ``train/grad_norm``: the L2 norm of all gradients together, before clipping;
+        * ``train/clipped``: 1.0 when norm clipping scaled the gradients down (norm above
+          ``gradient_clip_val``), else 0.0; its mean over steps is the fraction of clipped steps.
+          Always 0.0 without norm clipping (no threshold, or ``gradient_clip_algorithm: value``).
+        """
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        by_norm = bool(gradient_clip_val) and gradient_clip_algorithm in (None, "norm")
+        if by_norm:
+            # Clips and returns the norm before clipping: one pass over the gradients.
+            norm = torch.nn.utils.clip_grad_norm_(params, float(gradient_clip_val))  # type: ignore[arg-type]
+            clipped = (norm > gradient_clip_val).float()
+        else:
+            norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+            clipped = torch.zeros((), device=norm.device)
+            if gradient_clip_val:  # by value: Lightning's own clipping
+                self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
+        self.log("train/clipped", clipped, on_step=True, on_epoch=False)
 
     def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=len(batch))
