@@ -1,4 +1,4 @@
-"""`mt translate|evaluate|compare|benchmark|download|synthetic`: the jobs beside training, typed.
+"""`mt translate|evaluate|compare|benchmark|download|synthetic|gradients`: the jobs beside training, typed.
 
 jsonargparse builds each command's parser from its function's signature and docstring: the
 options, their types, defaults, allowed values (``Literal``) and ``--help``. ``mt --help`` lists
@@ -278,6 +278,58 @@ def download(
     return 0
 
 
+def gradients(
+    input: Path,
+    reference: Path,
+    out: Path,
+    checkpoint: list[str] | None = None,
+    config: list[str] | None = None,
+    at_init: bool = False,
+    sentences: int = 64,
+    batch_size: int = 16,
+    seed: int = 0,
+    device: Device = "cpu",
+    threads: int | None = 1,
+) -> int:
+    """Gradient flow: the norm of the gradient of each target token's loss with respect to the
+    source embedding at each position, averaged per distance |i - j| (definition: mt/gradients.py).
+
+    Writes OUT/gradients.json (per distance and per signed offset i - j: mean norm and number of
+    pairs, for every model) and OUT/gradients.png (log scale, one curve per model). A missing
+    file or an unusable checkpoint or config exits 2 with one line naming it.
+
+    Args:
+        input: source sentences, one per line.
+        reference: their target sentences (teacher forcing), line by line.
+        out: output folder.
+        checkpoint: trained checkpoints to measure.
+        config: mt fit configs whose models are measured at initialisation (their data section
+            gives the tokenizer, trained or read from the cache as mt fit does).
+        at_init: also measure each checkpoint's architecture freshly initialised (same
+            hyperparameters and tokenizer, seed --seed).
+        sentences: the first N line pairs.
+        batch_size: sentence pairs per batch.
+        seed: seed of the initialisations.
+        device: where the models run.
+        threads: torch intra-op threads (default 1; None: torch's).
+    """
+    import torch
+
+    from mt import gradients as gr
+
+    if sentences < 1 or batch_size < 1:
+        raise UsageError("--sentences and --batch_size must be >= 1")
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        gr.run(checkpoint or [], config or [], input, reference, out, at_init=at_init,
+               sentences=sentences, batch_size=batch_size, seed=seed, device=device)  # fmt: skip
+    except gr.GradientInputError as err:
+        print(f"mt gradients: error: {err}", file=sys.stderr)
+        return BAD_INPUT
+    return 0
+
+
 def synthetic(
     out: Path = Path("data/synthetic"),
     seed: int = 0,
@@ -465,6 +517,7 @@ COMMANDS: dict[str, Callable[..., Any]] = {
     "benchmark": _run_benchmark,
     "download": download,
     "synthetic": synthetic,
+    "gradients": gradients,
 }
 #: Parameters that are not options (passed by callers in Python).
 _NOT_OPTIONS = {"loader"}
