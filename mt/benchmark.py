@@ -40,7 +40,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -68,7 +68,9 @@ __all__ = ["ModelSpec", "environment", "main", "non_padding_share", "write_resul
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("torch", "lightning", "sentencepiece", "sacrebleu", "numpy", "transformers")
-Arch = Literal["transformer", "lstm"]
+#: A Transformer, or the recurrent model with its cell named (RNNSeq2Seq's ``cell``).
+Arch = Literal["transformer", "lstm", "gru", "rnn"]
+
 
 # --------------------------------------------------------------------------------------------
 # Environment and result files
@@ -271,7 +273,8 @@ class ModelSpec:
 
     Attributes:
         name: e.g. ``transformer-small`` (the config's file name) or ``transformer-base``.
-        arch: ``transformer`` or ``lstm``.
+        arch: ``transformer``, or the recurrent model's cell: ``lstm``, ``gru`` or ``rnn``
+            (``build`` passes it as ``cell``, whatever ``init_args`` say).
         init_args: ``TransformerSeq2Seq``/``RNNSeq2Seq`` arguments, as in a config's
             ``model.init_args`` without the optimizer and scheduler.
         max_tokens: the training token budget of the config (``data.max_tokens``).
@@ -291,7 +294,16 @@ class ModelSpec:
             return TransformerSeq2Seq(vocab_size=vocab_size, **self.init_args)
         from mt.rnn import RNNSeq2Seq
 
-        return RNNSeq2Seq(vocab_size=vocab_size, **self.init_args)
+        return RNNSeq2Seq(vocab_size=vocab_size, **{**self.init_args, "cell": self.arch})
+
+    @property
+    def recurrent(self) -> bool:
+        return self.arch != "transformer"
+
+    def with_input_feeding(self, on: bool) -> ModelSpec:
+        """This recurrent model with input feeding on or off, named ``{name} feed|nofeed``."""
+        args = {**self.init_args, "input_feeding": on}
+        return replace(self, name=f"{self.name} {'feed' if on else 'nofeed'}", init_args=args)
 
 
 def spec_from_config(path: str | os.PathLike) -> ModelSpec:
@@ -303,8 +315,9 @@ def spec_from_config(path: str | os.PathLike) -> ModelSpec:
         path = REPO_ROOT / path
     config = yaml.safe_load(path.read_text("utf-8"))
     model = config["model"]
-    arch: Arch = "transformer" if "Transformer" in model["class_path"] else "lstm"
     args = {k: v for k, v in model.get("init_args", {}).items() if k not in _FACTORIES}
+    # RNNSeq2Seq's default cell is lstm (LSTMSeq2Seq is that class under its old name).
+    arch: Arch = "transformer" if "Transformer" in model["class_path"] else args.get("cell", "lstm")
     max_tokens = int(config.get("data", {}).get("max_tokens", 4096))
     return ModelSpec(path.stem, arch, args, max_tokens, source=str(path))
 
@@ -350,18 +363,30 @@ LARGE_SPECS = [
 
 
 def model_specs(args: argparse.Namespace, device: torch.device) -> list[ModelSpec]:
-    """The sizes to run: tiny with --smoke; the configs (small ones on a CPU); + --large."""
-    if args.smoke:
-        return list(SMOKE_SPECS)
-    gpu = device.type == "cuda"
-    transformer = args.transformer_config or (
-        "configs/transformer.yaml" if gpu else "configs/transformer-small.yaml"
-    )
-    lstm = args.lstm_config or ("configs/lstm.yaml" if gpu else "configs/lstm-small.yaml")
-    specs = [spec_from_config(transformer), spec_from_config(lstm)]
-    if getattr(args, "large", False):
-        specs += LARGE_SPECS
-    return specs
+    """The sizes to run: --configs; else tiny ones with --smoke; else a Transformer and an LSTM
+    config (small ones on a CPU; + --large); then every recurrent model with input feeding off
+    and on where ``args.input_feeding`` is ``both``."""
+    if args.configs:
+        specs = [spec_from_config(config) for config in args.configs]
+    elif args.smoke:
+        specs = list(SMOKE_SPECS)
+    else:
+        gpu = device.type == "cuda"
+        transformer = args.transformer_config or (
+            "configs/transformer.yaml" if gpu else "configs/transformer-small.yaml"
+        )
+        lstm = args.lstm_config or ("configs/lstm.yaml" if gpu else "configs/lstm-small.yaml")
+        specs = [spec_from_config(transformer), spec_from_config(lstm)]
+        if getattr(args, "large", False):
+            specs += LARGE_SPECS
+    if args.input_feeding != "both":
+        return specs
+    return [
+        variant
+        for spec in specs
+        for variant in ([spec.with_input_feeding(False), spec.with_input_feeding(True)]
+                        if spec.recurrent else [spec])
+    ]  # fmt: skip
 
 
 def marian_for(spec: ModelSpec, vocab_size: int) -> nn.Module:
@@ -1263,6 +1288,8 @@ def _apply_defaults(args: argparse.Namespace, device: torch.device) -> list[str]
             args.warmup = 1 if args.smoke else (10 if gpu else 3)
         if args.steps is None:
             args.steps = 2 if args.smoke else (50 if gpu else 10)
+    if args.subcommand in ("decode", "train") and args.input_feeding is None:
+        args.input_feeding = "config"
     if args.smoke:
         reduced.append("--smoke: tiny models and sizes; the numbers only show that it runs")
     return reduced

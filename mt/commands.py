@@ -400,15 +400,23 @@ def benchmark_common(
 
 
 def benchmark_models(
-    transformer_config: str | None = None, lstm_config: str | None = None, large: bool = False
+    transformer_config: str | None = None,
+    lstm_config: str | None = None,
+    large: bool = False,
+    configs: list[str] | None = None,
+    input_feeding: Literal["config", "both"] | None = None,
 ) -> None:
     """The models that decode and train measure.
 
     Args:
         transformer_config: config whose Transformer size is used.
-        lstm_config: config whose LSTM size is used.
+        lstm_config: config whose recurrent model is used (any cell: lstm, gru, rnn).
         large: also Transformer-base (512, 6+6, ffn 2048, 8 heads) and a GNMT-like 4-layer
             LSTM 1024.
+        configs: measure these configs instead (any mix of Transformer and recurrent ones,
+            e.g. configs/gru-small.yaml configs/rnn-small.yaml).
+        input_feeding: recurrent models as their config says (config), or each with input
+            feeding off and on (both). Default: config.
     """
 
 
@@ -473,8 +481,8 @@ def benchmark_train(
         max_tokens: token budget (default: the config's).
         pad_to_multiple: pad lengths to a multiple of this (8 helps torch.compile).
         compile: add torch.compile-d runs.
-        compile_systems: which to compile with --compile: transformer, lstm, hf-marian
-            (comma-separated).
+        compile_systems: which to compile with --compile: transformer, lstm, gru, rnn,
+            hf-marian (comma-separated).
     """
 
 

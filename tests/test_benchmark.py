@@ -15,6 +15,7 @@ import pytest
 
 from mt.benchmark import hf_available, main, non_padding_share
 
+ROOT = Path(__file__).resolve().parent.parent
 REQUIRED = ("device", "cpu_count", "torch_threads", "versions", "git_commit", "command", "timestamp")
 
 
@@ -148,3 +149,41 @@ def test_time_systems_takes_turns_and_reports_the_median(monkeypatch: pytest.Mon
     assert timed["a"][0]["seconds_runs"] == [3.0, 1.0, 2.0]
     assert timed["a"][0]["sentences_per_s"] == 2.0 and timed["b"][0]["tgt_tokens_per_s"] == 0.4
     assert timed["a"][1] == [[1]] and timed["b"][1] == [[2]]  # outputs of the first run
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_a_recurrent_config_is_built_with_its_cell(cell: str) -> None:
+    import yaml
+
+    from mt.benchmark import spec_from_config
+    from mt.rnn import RNNSeq2Seq
+
+    spec = spec_from_config(f"configs/{cell}-small.yaml")
+    assert spec.arch == cell and spec.recurrent
+    model = spec.build(vocab_size=100)
+    assert isinstance(model, RNNSeq2Seq) and model.cell == cell
+    config = yaml.safe_load((ROOT / f"configs/{cell}-small.yaml").read_text())["model"]["init_args"]
+    assert model.input_feeding == config["input_feeding"]
+    on, off = spec.with_input_feeding(True), spec.with_input_feeding(False)
+    assert (on.name, off.name) == (f"{cell}-small feed", f"{cell}-small nofeed")
+    assert on.build(100).input_feeding and not off.build(100).input_feeding
+    assert on.build(100).cell == off.build(100).cell == cell
+
+
+def test_train_takes_gru_and_rnn_configs_with_input_feeding_on_and_off(
+    tiny_corpus: Path, tmp_path: Path
+) -> None:
+    result = run("train", tiny_corpus, tmp_path / "train.json", "--configs", "configs/gru-small.yaml",
+                 "configs/rnn-small.yaml", "--input_feeding", "both", "--no-hf", "--steps", "1",
+                 "--max_tokens", "256")  # fmt: skip
+    runs = result["results"]["runs"]
+    assert [(r["model"], r["arch"], r["init_args"]["input_feeding"]) for r in runs] == [
+        ("gru-small nofeed", "gru", False), ("gru-small feed", "gru", True),
+        ("rnn-small nofeed", "rnn", False), ("rnn-small feed", "rnn", True),
+    ]  # fmt: skip
+    for r in runs:
+        assert "error" not in r, r.get("error")
+        assert r["tokens_per_s"] > 0
+    # A GRU has three gate blocks to an RNN's one: same widths, more parameters.
+    assert runs[0]["parameters"] > runs[2]["parameters"]
+
