@@ -1,6 +1,7 @@
-"""Benchmarks of the data pipeline, decoding speed and training throughput, with their context.
+"""Benchmarks of the data pipeline, decoding speed, training throughput and throughput against
+sentence length, with their context.
 
-``scripts/benchmark.py {data,decode,train}`` is a thin wrapper over :func:`main`. Every subcommand
+``scripts/benchmark.py {data,decode,train,length}`` is a thin wrapper over :func:`main`. Every subcommand
 writes one JSON file, ``benchmarks/results/{subcommand}-{device tag}.json`` (``--out`` to change;
 ``--smoke`` runs write ``...-smoke.json``), holding the device (CPU model or GPU name), core and
 thread counts, package versions, the git commit (``-dirty`` when tracked files are modified), the
@@ -16,6 +17,9 @@ the method, and the measured numbers. What each number means is in ``benchmarks/
 * ``train``: forward + backward + AdamW step throughput on non-padding tokens, step time, peak
   memory, model FLOP/s (and MFU on a GPU with a known peak) for both architectures and Marian,
   eager and optionally ``torch.compile``-d.
+* ``length``: training tokens/s and peak memory on batches of one fixed sentence length L at an
+  equal token budget, and decoding time per sentence against the output length (EOS banned),
+  for every architecture and cell, recurrent ones with input feeding off and on; JSON + plot.
 
 Models have random weights: the numbers measure speed, never quality. ``transformers`` is optional;
 without it the Hugging Face rows are skipped with a printed note.
@@ -70,7 +74,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("torch", "lightning", "sentencepiece", "sacrebleu", "numpy", "transformers")
 #: A Transformer, or the recurrent model with its cell named (RNNSeq2Seq's ``cell``).
 Arch = Literal["transformer", "lstm", "gru", "rnn"]
-
+#: The shipped small configs, one per architecture and cell (``mt benchmark length``'s default).
+SMALL_CONFIGS = (
+    "configs/transformer-small.yaml",
+    "configs/lstm-small.yaml",
+    "configs/gru-small.yaml",
+    "configs/rnn-small.yaml",
+)
 
 # --------------------------------------------------------------------------------------------
 # Environment and result files
@@ -363,13 +373,18 @@ LARGE_SPECS = [
 
 
 def model_specs(args: argparse.Namespace, device: torch.device) -> list[ModelSpec]:
-    """The sizes to run: --configs; else tiny ones with --smoke; else a Transformer and an LSTM
-    config (small ones on a CPU; + --large); then every recurrent model with input feeding off
+    """The sizes to run: --configs; else tiny ones with --smoke (length: one per cell); else the
+    job's default configs (length: the four small ones; decode/train: a Transformer and an
+    LSTM, small ones on a CPU; + --large); then every recurrent model with input feeding off
     and on where ``args.input_feeding`` is ``both``."""
     if args.configs:
         specs = [spec_from_config(config) for config in args.configs]
     elif args.smoke:
         specs = list(SMOKE_SPECS)
+        if args.subcommand == "length":  # every cell
+            specs += [replace(SMOKE_SPECS[1], name=f"{cell}-tiny", arch=cell) for cell in ("gru", "rnn")]
+    elif args.subcommand == "length":
+        specs = [spec_from_config(config) for config in SMALL_CONFIGS]
     else:
         gpu = device.type == "cuda"
         transformer = args.transformer_config or (
@@ -1253,6 +1268,162 @@ def run_train(args: argparse.Namespace, device: torch.device) -> tuple[dict, lis
 
 
 # --------------------------------------------------------------------------------------------
+# length: throughput against sentence length
+# --------------------------------------------------------------------------------------------
+
+
+def fixed_length_batch(sentences: int, length: int, vocab_size: int, seed: int) -> Batch:
+    """``sentences`` random pairs whose source and target both have ``length`` tokens (EOS
+    included): no padding, every element is a real token."""
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(EOS_ID + 1, vocab_size, (2, sentences, length - 1), generator=gen)
+    return collate([(k, ids[0, k].numpy(), ids[1, k].numpy(), "") for k in range(sentences)])
+
+
+def length_training(
+    spec: ModelSpec, args: argparse.Namespace, device: torch.device
+) -> list[dict[str, Any]]:
+    """Training throughput and peak memory of ``spec`` at every ``args.lengths``, each on a
+    fresh model (and optimizer) so that each length's peak memory is its own."""
+    from mt.throughput import train_flops
+
+    rows = []
+    for length in args.lengths:
+        sentences = max(1, args.max_tokens // length)
+        batch = fixed_length_batch(sentences, length, args.vocab_size, args.seed).to(device)
+        torch.manual_seed(args.seed)
+        model = spec.build(args.vocab_size).to(device).train()
+        step = _mt_step(model, _make_optimizer(model, device), device)
+        try:
+            stats = time_training(step, [batch] * (args.warmup + args.steps), args.warmup, device,
+                                  lambda b, m=model: train_flops(m, b))  # fmt: skip
+        except Exception as err:  # out of memory at the longest lengths: keep the others
+            stats = {"error": f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"}
+        rows.append({"length": length, "sentences_per_batch": sentences, **stats})
+        if "error" in stats:
+            print(f"[length] {spec.name} L={length} failed: {stats['error']}", flush=True)
+        else:
+            print(f"[length] {spec.name} train L={length}: {stats['tokens_per_s']:.0f} tok/s, "
+                  f"peak {stats['peak_mem_gb']:.2f} GB", flush=True)  # fmt: skip
+        del model, step
+        _free(device)
+    return rows
+
+
+def length_decoding(
+    model: Seq2SeqModule, name: str, args: argparse.Namespace, device: torch.device
+) -> list[dict[str, Any]]:
+    """Seconds per sentence of greedy and beam search against the output length, every
+    hypothesis forced to the length (EOS banned, :class:`NoEOS`); the same sources throughout."""
+    src = fixed_length_batch(args.decode_sentences, args.decode_src_len, args.vocab_size,
+                             args.seed).src.to(device)  # fmt: skip
+    rows = []
+    with torch.inference_mode(), _autocast(device):
+        for beam in args.beams:
+            run = _ours(model, beam)
+            run(DecodeBatch(src, src == PAD_ID, min(args.lengths)))  # warm-up
+            for length in args.lengths:
+                _synchronize(device)
+                start = time.perf_counter()
+                outputs = run(DecodeBatch(src, src == PAD_ID, length))
+                _synchronize(device)
+                seconds = time.perf_counter() - start
+                generated = sum(len(o) for o in outputs)
+                rows.append({
+                    "beam": beam, "output_length": length,
+                    "mean_generated_length": generated / len(outputs),
+                    "seconds_per_sentence": seconds / len(outputs),
+                    "ms_per_token": 1e3 * seconds / max(generated, 1),
+                    **_decode_speed(len(outputs), generated, seconds),
+                })  # fmt: skip
+                print(f"[length] {name} decode beam {beam} N={length}: "
+                      f"{rows[-1]['seconds_per_sentence'] * 1e3:.1f} ms/sentence", flush=True)  # fmt: skip
+    return rows
+
+
+def run_length(args: argparse.Namespace, device: torch.device) -> tuple[dict, list[str]]:
+    notes = [
+        "Training: for every length L, batches of max_tokens // L random sentence pairs whose "
+        "source and target both have exactly L tokens (EOS included), so no padding and the "
+        "same token budget at every length; a fresh model and AdamW per length (lr 1e-3, betas "
+        f"(0.9, 0.98), wd 1e-4); {args.warmup} untimed warm-up step(s), then {args.steps} timed "
+        "steps of the same batch (forward + label-smoothed loss, backward, optimizer step), each "
+        "between device synchronisations. tokens_per_s counts source + target tokens.",
+        "peak_mem_gb: torch.cuda.max_memory_allocated on a GPU; on a CPU the process's peak RSS "
+        "(VmHWM, reset before each length), which includes the interpreter and libraries "
+        "(rss_at_start_gb).",
+        f"Decoding: {args.decode_sentences} random sources of {args.decode_src_len} tokens in one "
+        "batch, EOS banned (NoEOS) so that every hypothesis runs to the output length N; one "
+        "untimed warm-up at the shortest N per beam size, then one timed run per N. A recurrent "
+        "decoder carries a state of fixed size per step; a Transformer's self-attention cache "
+        "grows with the prefix.",
+        "Random weights: speed only. Recurrent models with 'feed'/'nofeed' in their name run "
+        "with input feeding on/off (per-step loop vs one RNN call per layer in training).",
+        f"Precision: {'bf16 autocast' if device.type == 'cuda' else 'fp32'}.",
+    ]
+    results: dict[str, Any] = {
+        "lengths": args.lengths, "max_tokens": args.max_tokens,
+        "decode_sentences": args.decode_sentences, "decode_src_len": args.decode_src_len,
+        "models": [],
+    }  # fmt: skip
+    for spec in model_specs(args, device):
+        torch.manual_seed(args.seed)
+        model = spec.build(args.vocab_size)
+        entry: dict[str, Any] = {
+            "name": spec.name, "arch": spec.arch, "config": spec.source,
+            "input_feeding": spec.init_args.get("input_feeding") if spec.recurrent else None,
+            "init_args": spec.init_args, "parameters": num_parameters(model),
+            "train": length_training(spec, args, device),
+        }  # fmt: skip
+        if not args.no_decode:
+            entry["decode"] = length_decoding(model.to(device).eval(), spec.name, args, device)
+        results["models"].append(entry)
+        del model
+        _free(device)
+    return results, notes
+
+
+def plot_length(results: dict[str, Any], path: Path) -> Path:
+    """Training tokens/s and peak memory against L, decoding time per sentence against N."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (tps, mem, dec) = plt.subplots(1, 3, figsize=(16, 4.8))
+    for k, model in enumerate(results["models"]):
+        color = f"C{k % 10}"
+        train = [r for r in model["train"] if "error" not in r]
+        lengths = [r["length"] for r in train]
+        tps.plot(lengths, [r["tokens_per_s"] for r in train], marker=".", color=color, label=model["name"])
+        mem.plot(lengths, [r["peak_mem_gb"] for r in train], marker=".", color=color, label=model["name"])
+        for i, beam in enumerate(sorted({r["beam"] for r in model.get("decode", [])})):
+            style = ["-", "--", ":", "-."][i % 4]
+            rows = [r for r in model["decode"] if r["beam"] == beam]
+            dec.plot([r["output_length"] for r in rows], [r["seconds_per_sentence"] for r in rows],
+                     marker=".", color=color, linestyle=style, label=f"{model['name']} beam {beam}")  # fmt: skip
+    for ax, title, ylabel in [
+        (tps, "training throughput", "tokens/s (source + target)"),
+        (mem, "training peak memory", "GB"),
+        (dec, "decoding (EOS banned)", "seconds per sentence"),
+    ]:
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_title(title)
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="both", alpha=0.3)
+    tps.set_xlabel(f"sentence length L (budget {results['max_tokens']} tokens per batch)")
+    mem.set_xlabel("sentence length L")
+    dec.set_xlabel(f"output length N (source length {results['decode_src_len']})")
+    tps.legend(fontsize=7)
+    dec.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# --------------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------------
 
@@ -1288,11 +1459,31 @@ def _apply_defaults(args: argparse.Namespace, device: torch.device) -> list[str]
             args.warmup = 1 if args.smoke else (10 if gpu else 3)
         if args.steps is None:
             args.steps = 2 if args.smoke else (50 if gpu else 10)
-    if args.subcommand in ("decode", "train") and args.input_feeding is None:
-        args.input_feeding = "config"
+    if args.subcommand == "length":
+        _length_defaults(args, gpu)
+    if args.subcommand in ("decode", "train", "length") and args.input_feeding is None:
+        args.input_feeding = "both" if args.subcommand == "length" else "config"
     if args.smoke:
         reduced.append("--smoke: tiny models and sizes; the numbers only show that it runs")
     return reduced
+
+
+def _length_defaults(args: argparse.Namespace, gpu: bool) -> None:
+    """``mt benchmark length``'s size defaults, and its option checks."""
+    if args.lengths is None:
+        args.lengths = [8, 16] if args.smoke else [8, 16, 32, 64, 128, 256]
+    if args.max_tokens is None:
+        args.max_tokens = 128 if args.smoke else 4096
+    if args.warmup is None:
+        args.warmup = 1
+    if args.steps is None:
+        args.steps = 1 if args.smoke else (20 if gpu else 3)
+    if args.decode_sentences is None:
+        args.decode_sentences = 2 if args.smoke else 16
+    if min(args.lengths) < 2 or args.decode_src_len < 2:
+        raise SystemExit("--lengths and --decode_src_len must be >= 2 (a token and EOS)")
+    if args.steps < 1 or args.warmup < 0 or args.max_tokens < 1 or args.decode_sentences < 1:
+        raise SystemExit("--steps, --max_tokens and --decode_sentences must be >= 1, --warmup >= 0")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1312,7 +1503,9 @@ def _main(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     started = time.perf_counter()
     timestamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
     print(f"[{args.subcommand}] {env['device']}, {env['torch_threads']} threads", flush=True)
-    runner = {"data": run_data, "decode": run_decode, "train": run_train}[args.subcommand]
+    runner = {"data": run_data, "decode": run_decode, "train": run_train, "length": run_length}[
+        args.subcommand
+    ]
     results, notes = runner(args, device)
     settings = {k: v for k, v in vars(args).items() if k not in ("out",)}
     payload = {
@@ -1331,6 +1524,8 @@ def _main(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     out = args.out or default_output(args.subcommand, device, args.smoke)
     write_result(out, payload)
     print(f"[{args.subcommand}] wrote {out}", flush=True)
+    if args.subcommand == "length":
+        print(f"[length] wrote {plot_length(results, out.with_suffix('.png'))}", flush=True)
     return 0
 
 

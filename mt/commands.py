@@ -406,17 +406,18 @@ def benchmark_models(
     configs: list[str] | None = None,
     input_feeding: Literal["config", "both"] | None = None,
 ) -> None:
-    """The models that decode and train measure.
+    """The models that decode, train and length measure.
 
     Args:
-        transformer_config: config whose Transformer size is used.
-        lstm_config: config whose recurrent model is used (any cell: lstm, gru, rnn).
+        transformer_config: config whose Transformer size is used (decode, train).
+        lstm_config: config whose recurrent model is used, any cell (decode, train).
         large: also Transformer-base (512, 6+6, ffn 2048, 8 heads) and a GNMT-like 4-layer
-            LSTM 1024.
+            LSTM 1024 (decode, train).
         configs: measure these configs instead (any mix of Transformer and recurrent ones,
-            e.g. configs/gru-small.yaml configs/rnn-small.yaml).
+            e.g. configs/gru-small.yaml configs/rnn-small.yaml); length's default: the four
+            small configs (transformer, lstm, gru, rnn).
         input_feeding: recurrent models as their config says (config), or each with input
-            feeding off and on (both). Default: config.
+            feeding off and on (both). Default: both for length, config for decode and train.
     """
 
 
@@ -486,11 +487,40 @@ def benchmark_train(
     """
 
 
+def benchmark_length(
+    lengths: tuple[int, ...] | None = None,
+    max_tokens: int | None = None,
+    warmup: int | None = None,
+    steps: int | None = None,
+    beams: tuple[int, ...] = (1, 5),
+    decode_sentences: int | None = None,
+    decode_src_len: int = 32,
+    no_decode: bool = False,
+) -> None:
+    """Throughput against sentence length: training tokens/s and peak memory on batches of
+    one fixed length at an equal token budget, and decoding time per sentence against the
+    output length (every hypothesis forced to the length).
+
+    Args:
+        lengths: sentence lengths L in subwords, source and target, EOS included (default 8 16
+            32 64 128 256; --smoke 8 16).
+        max_tokens: token budget per training batch: max_tokens // L sentences of L source and L
+            target tokens (default 4096; --smoke 128).
+        warmup: untimed warm-up steps per length (default 1).
+        steps: timed training steps per length (CPU 3, GPU 20; --smoke 1).
+        beams: beam sizes of the decoding part (1 = greedy).
+        decode_sentences: sentences decoded per output length, in one batch (16; --smoke 2).
+        decode_src_len: source length of the decoded sentences, the same for every output length.
+        no_decode: training part only.
+    """
+
+
 #: ``mt benchmark {job}``: the signatures whose options it takes, the job's own last.
 BENCHMARKS: dict[str, tuple[Callable[..., None], ...]] = {
     "data": (benchmark_common, benchmark_data),
     "decode": (benchmark_common, benchmark_models, benchmark_decode),
     "train": (benchmark_common, benchmark_models, benchmark_train),
+    "length": (benchmark_common, benchmark_models, benchmark_length),
 }
 
 
@@ -501,7 +531,7 @@ def _run_benchmark(job: str, options: dict[str, Any], argv: Sequence[str]) -> in
     from mt import benchmark
 
     args = argparse.Namespace(subcommand=job, **options)
-    for name in ("pairs", "beams"):  # the lists mt.benchmark expects
+    for name in ("pairs", "beams", "lengths"):  # the lists mt.benchmark expects
         if getattr(args, name, None) is not None:
             setattr(args, name, list(getattr(args, name)))
     threads = torch.get_num_threads()
@@ -592,16 +622,17 @@ def command_parsers(jobs: bool = True) -> dict[str, ArgumentParser]:
 
 
 def add_benchmark_jobs(parser: ArgumentParser) -> None:
-    """``data``, ``decode``, ``train`` as subcommands of ``mt benchmark``'s parser."""
+    """``data``, ``decode``, ``train``, ``length`` as subcommands of ``mt benchmark``'s parser."""
     jobs = parser.add_subcommands(dest="job")
     for job, fns in BENCHMARKS.items():
         jobs.add_subcommand(job, parser_for(fns, f"mt benchmark {job}"), help=_first_line(fns[-1]))
 
 
-BENCHMARK_HELP = """Benchmarks of mt: data pipeline, decoding speed, training throughput.
+BENCHMARK_HELP = """Benchmarks of mt: data pipeline, decoding speed, training throughput, throughput
+against sentence length.
 
 Each job writes a JSON with device, versions, git commit and command line (see
-benchmarks/README.md): `mt benchmark data|decode|train --help`.
+benchmarks/README.md): `mt benchmark data|decode|train|length --help`.
 """
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Alias of ``mt benchmark``: ``data``, ``decode`` and ``train``; see ``--help``, :mod:`mt.benchmark`.
+"""Alias of ``mt benchmark``: ``data``, ``decode``, ``train`` and ``length``; see ``--help``, :mod:`mt.benchmark`.
 
 Results go to ``benchmarks/results/{subcommand}-{device}.json``; ``benchmarks/README.md`` explains
 the figures.

@@ -187,3 +187,27 @@ def test_train_takes_gru_and_rnn_configs_with_input_feeding_on_and_off(
     # A GRU has three gate blocks to an RNN's one: same widths, more parameters.
     assert runs[0]["parameters"] > runs[2]["parameters"]
 
+
+def test_length(tiny_corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "length.json"
+    result = run("length", tiny_corpus, out)
+    results = result["results"]
+    lengths, budget = result["settings"]["lengths"], results["max_tokens"]
+    names = [m["name"] for m in results["models"]]
+    assert names == ["transformer-tiny", "lstm-tiny nofeed", "lstm-tiny feed", "gru-tiny nofeed",
+                     "gru-tiny feed", "rnn-tiny nofeed", "rnn-tiny feed"]  # fmt: skip
+    for model in results["models"]:
+        assert [r["length"] for r in model["train"]] == lengths
+        for row in model["train"]:
+            assert "error" not in row, row.get("error")
+            # An equal token budget, no padding: every batch holds budget // L sentences of L.
+            assert row["sentences_per_batch"] == budget // row["length"]
+            assert row["padding_ratio"] == 0.0 and row["tokens_per_s"] > 0 and row["peak_mem_gb"] > 0
+        assert {(r["beam"], r["output_length"]) for r in model["decode"]} == {
+            (b, n) for b in (1, 5) for n in lengths
+        }
+        for row in model["decode"]:  # EOS banned: every hypothesis is forced to the length
+            assert row["mean_generated_length"] == row["output_length"]
+            assert row["seconds_per_sentence"] > 0
+    assert {m["arch"] for m in results["models"]} == {"transformer", "lstm", "gru", "rnn"}
+    assert out.with_suffix(".png").stat().st_size > 0
