@@ -189,7 +189,7 @@ class Seq2SeqModule(L.LightningModule):
         # weights (a silent NaN run would otherwise train on for hours).
         if not torch.isfinite(loss.detach()):
             raise NonFiniteLossError(
-                f"non-finite training loss ({float(loss):g}) at global step "
+                f"non-finite training loss ({float(loss.detach()):g}) at global step "
                 f"{self.global_step} (batch {batch_idx} of epoch {self.current_epoch}): "
                 "lower the learning rate, clip gradients (--trainer.gradient_clip_val) or check the data"
             )

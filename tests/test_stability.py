@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import copy
 import math
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import lightning as L
 import numpy as np
 import pytest
 import torch
+import yaml
 from torch.utils.data import DataLoader
 
 from mt.data import Batch, collate
@@ -19,6 +24,8 @@ from mt.transformer import TransformerSeq2Seq
 
 torch.set_num_threads(1)
 
+ROOT = Path(__file__).resolve().parent.parent
+MT = Path(sys.executable).parent / "mt"
 VOCAB = 40
 
 
@@ -116,17 +123,29 @@ def test_non_finite_loss_stops_the_run_naming_the_step(monkeypatch: pytest.Monke
     assert trainer.global_step == 2  # the NaN step's gradients never reached the weights
 
 
-def test_the_mt_command_reports_a_non_finite_loss_in_one_line_and_fails(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+
+def test_mt_fit_that_diverges_exits_1_with_one_line_naming_the_step(
+    tiny_corpus: Path, tmp_path: Path
 ) -> None:
-    import mt.cli
-
-    def training_that_diverges(*args: object, **kwargs: object) -> None:
-        raise NonFiniteLossError("non-finite training loss (nan) at global step 7 (batch 7 of epoch 0)")
-
-    monkeypatch.setattr(mt.cli, "MTCLI", training_that_diverges)
-    with pytest.raises(SystemExit) as exit_:
-        mt.cli.main(["fit", "--config", "configs/lstm-small.yaml"])
-    assert exit_.value.code == 1
-    err = capsys.readouterr().err
-    assert err == "mt: error: non-finite training loss (nan) at global step 7 (batch 7 of epoch 0)\n"
+    """A learning rate of 1e12 without clipping: the loss is NaN within a few steps."""
+    overlay = tmp_path / "diverge.yaml"
+    overlay.write_text(yaml.safe_dump({
+        "trainer": {"max_steps": 30, "limit_val_batches": 0, "enable_progress_bar": False,
+                    "gradient_clip_val": None, "logger": False, "callbacks": [],
+                    "enable_checkpointing": False},
+        "model": {"init_args": {"embed_dim": 16, "hidden_size": 16, "encoder_layers": 1,
+                                "decoder_layers": 1,
+                                "optimizer": {"class_path": "torch.optim.SGD",
+                                              "init_args": {"lr": 1.0e12}}}},
+        "data": {"data_dir": str(tiny_corpus), "vocab_size": 300, "max_tokens": 512,
+                 "num_workers": 0},
+    }))  # fmt: skip
+    proc = subprocess.run(
+        [str(MT), "fit", "--config", "configs/rnn-small.yaml", "--config", str(overlay),
+         "--run_dir", str(tmp_path / "run")],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(r"mt: error: non-finite training loss \((nan|inf|-inf)\) at global step \d+ .*", last), last
+    assert "Traceback" not in proc.stderr
