@@ -213,6 +213,10 @@ class Seq2SeqModule(L.LightningModule):
         * ``train/clipped``: 1.0 when norm clipping scaled the gradients down (norm above
           ``gradient_clip_val``), else 0.0; its mean over steps is the fraction of clipped steps.
           Always 0.0 without norm clipping (no threshold, or ``gradient_clip_algorithm: value``).
+
+        Loggers write step values every ``log_every_n_steps`` steps only, so once per epoch
+        ``train/clipped_fraction`` gives the share of all of the epoch's optimizer steps that
+        clipped.
         """
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         norm = torch.nn.utils.get_total_norm(grads)
@@ -224,6 +228,8 @@ class Seq2SeqModule(L.LightningModule):
         self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
         self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
         self.log("train/clipped", clipped, on_step=True, on_epoch=False)
+        # Loggers see step values every log_every_n_steps only: the exact share of every step.
+        self.log("train/clipped_fraction", clipped, on_step=False, on_epoch=True, batch_size=1)
 
     def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=len(batch))

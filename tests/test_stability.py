@@ -149,3 +149,21 @@ def test_mt_fit_that_diverges_exits_1_with_one_line_naming_the_step(
     last = proc.stderr.strip().splitlines()[-1]
     assert re.fullmatch(r"mt: error: non-finite training loss \((nan|inf|-inf)\) at global step \d+ .*", last), last
     assert "Traceback" not in proc.stderr
+
+
+
+def test_clipped_fraction_is_the_share_of_every_step_of_the_epoch() -> None:
+    """Four steps at learning rate 0 (the weights stay put, so each step's norm is its batch's
+    manual norm) and a threshold between the second and third smallest norms: two of four steps
+    clip, whatever steps log_every_n_steps samples."""
+    model = tiny_model("rnn")
+    model.optimizer_factory = lambda params: torch.optim.SGD(params, lr=0.0)
+    batches = [tiny_batch(seed) for seed in range(4)]
+    norms = sorted(manual_step(model, b, None)[0] for b in batches)
+    trainer = L.Trainer(
+        max_epochs=1, gradient_clip_val=(norms[1] + norms[2]) / 2, accelerator="cpu", logger=False,
+        log_every_n_steps=50, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(model, DataLoader(batches, batch_size=None))
+    assert float(trainer.callback_metrics["train/clipped_fraction"]) == pytest.approx(0.5)
