@@ -325,7 +325,7 @@ def gradients(
         gr.run(checkpoint or [], config or [], input, reference, out, at_init=at_init,
                sentences=sentences, batch_size=batch_size, seed=seed, device=device)  # fmt: skip
     except gr.GradientInputError as err:
-        print(f"mt gradients: error: {err}", file=sys.stderr)
+        print(f"mt gradients: error: {one_line(str(err))}", file=sys.stderr)
         return BAD_INPUT
     return 0
 
