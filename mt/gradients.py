@@ -19,7 +19,9 @@ Definition (one sentence pair, the model in eval mode: no dropout)::
   sentences were aligned along the diagonal, which is roughly true for de-en.
 
 For every offset (and every distance) the instrument reports the mean of ``g`` over all real
-(sentence, i, j) pairs with it, and their count. Padding never counts.
+(sentence, i, j) pairs with it, and their count. Padding never counts. One number sums a curve
+up: ``decay_per_position``, the factor by which the mean norm shrinks per position of distance
+(an exponential fitted from distance 1 on, see :func:`decay_per_position`).
 
 The core (:func:`gradient_norms`, :class:`GradientFlow`) takes any per-token losses computed from
 any inputs in one autograd graph, so a model with a known answer (a linear recurrence, see the
@@ -129,6 +131,19 @@ class GradientFlow:
             {"distance": d, "mean_norm": sums[d] / counts[d], "count": counts[d]}
             for d in sorted(counts)
         ]
+
+
+def decay_per_position(by_distance: Sequence[dict[str, Any]], min_count: int) -> float | None:
+    """``exp(slope)`` of a least-squares line through ``log(mean_norm)`` against distance, over
+    the distances >= 1 with at least ``min_count`` pairs: the factor by which the norm shrinks per
+    position of distance (1: flat; a linear recurrence h_t = w h_{t-1} + x_t gives w). Distance 0
+    is left out: there the token's own position adds paths that no other distance has. None with
+    fewer than two such distances."""
+    rows = [r for r in by_distance if r["distance"] >= 1 and r["count"] >= min_count and r["mean_norm"] > 0]
+    if len(rows) < 2:
+        return None
+    slope = np.polyfit([r["distance"] for r in rows], np.log([r["mean_norm"] for r in rows]), 1)[0]
+    return float(np.exp(slope))
 
 
 # --------------------------------------------------------------------------------------------
@@ -343,10 +358,13 @@ def run(
             "class": type(model).__name__, "cell": getattr(model, "cell", None),
             "input_feeding": getattr(model, "input_feeding", None),
             "parameters": num_parameters(model),
+            "decay_per_position": decay_per_position(flow.by_distance(), MIN_PAIRS_PLOTTED),
             "by_distance": flow.by_distance(), "by_offset": flow.by_offset(),
         })  # fmt: skip
         near, far = _near_and_far(models[-1]["by_distance"])
-        print(f"[gradients] {subject.name}: mean norm {near:.3g} at distance 0, {far}", flush=True)
+        decay = models[-1]["decay_per_position"]
+        print(f"[gradients] {subject.name}: mean norm {near:.3g} at distance 0, {far}; "
+              f"x{decay if decay is not None else math.nan:.3f} per position", flush=True)  # fmt: skip
     payload = {
         "benchmark": "gradients",
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from mt.data import Batch, collate
-from mt.gradients import GradientFlow, gradient_norms, measure
+from mt.gradients import GradientFlow, decay_per_position, gradient_norms, measure
 from mt.module import Seq2SeqModule
 from mt.rnn import RNNSeq2Seq
 from mt.tokenizer import train_tokenizer
@@ -58,6 +58,7 @@ def test_a_linear_recurrence_gives_its_power_law(w: float) -> None:
     means = {r["distance"]: r["mean_norm"] for r in flow.by_distance()}
     for d in range(1, 10):
         assert means[d + 1] / means[d] == pytest.approx(w, rel=1e-5)
+    assert decay_per_position(flow.by_distance(), min_count=1) == pytest.approx(w, rel=1e-5)
 
 
 def tiny_model(arch: str) -> Seq2SeqModule:
@@ -136,6 +137,7 @@ def test_the_mt_command_writes_json_and_plot_and_refuses_bad_input(
         assert key in result
     for model in result["models"]:
         assert model["by_distance"][0]["distance"] == 0 and model["by_distance"][0]["mean_norm"] > 0
+        assert model["decay_per_position"] is None or model["decay_per_position"] > 0
     assert (out / "gradients.png").stat().st_size > 0
 
     missing = tmp_path / "none.ckpt"
