@@ -51,7 +51,7 @@ from mt.data import Batch, collate
 from mt.module import CheckpointError, Seq2SeqModule, load_checkpoint
 from mt.tokenizer import Tokenizer
 
-__all__ = ["GradientFlow", "gradient_norms", "measure", "seq2seq_losses"]
+__all__ = ["GradientFlow", "decay_per_position", "gradient_norms", "measure", "seq2seq_losses"]
 
 #: Offsets/distances with fewer (sentence, i, j) pairs than this are left out of the plot (the
 #: JSON has them all): a mean over a handful of long sentences is noise.
@@ -137,8 +137,8 @@ def decay_per_position(by_distance: Sequence[dict[str, Any]], min_count: int) ->
     """``exp(slope)`` of a least-squares line through ``log(mean_norm)`` against distance, over
     the distances >= 1 with at least ``min_count`` pairs: the factor by which the norm shrinks per
     position of distance (1: flat; a linear recurrence h_t = w h_{t-1} + x_t gives w). Distance 0
-    is left out: there the token's own position adds paths that no other distance has. None with
-    fewer than two such distances."""
+    is left out: it is the one distance with a single offset (every other pools d and -d, and a
+    causal model has no gradient at one of them). None with fewer than two such distances."""
     rows = [r for r in by_distance if r["distance"] >= 1 and r["count"] >= min_count and r["mean_norm"] > 0]
     if len(rows) < 2:
         return None
