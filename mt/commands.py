@@ -412,6 +412,7 @@ def benchmark_train(
     pad_to_multiple: int = 1,
     compile: bool = False,
     compile_systems: str = "transformer,hf-marian",
+    precisions: tuple[Literal["32-true", "bf16-mixed"], ...] | None = None,
 ) -> None:
     """Training throughput, against Hugging Face Marian on the same batches.
 
@@ -423,6 +424,8 @@ def benchmark_train(
         compile: add torch.compile-d runs.
         compile_systems: which to compile with --compile: transformer, lstm, hf-marian
             (comma-separated).
+        precisions: measure each system at these (default: 32-true, plus bf16-mixed where
+            the device has native bf16).
     """
 
 
