@@ -65,6 +65,7 @@ from mt.data import (
     encode_corpus,
 )
 from mt.module import Seq2SeqModule
+from mt.precision import BF16, FP32, cpu_supports_bf16, resolve_precision
 from mt.search import beam_search, greedy_search
 from mt.tokenizer import BOS_ID, EOS_ID, PAD_ID, train_tokenizer
 
@@ -96,6 +97,25 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown CPU"
+
+
+#: The /proc/cpuinfo flags that matter for bf16 and wide vector arithmetic.
+SIMD_FLAGS = (
+    "avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "bf16"
+)  # fmt: skip
+
+
+def cpu_flags() -> list[str]:
+    """Which of :data:`SIMD_FLAGS` this CPU lists in /proc/cpuinfo (empty elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return []
+    listed = set()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            listed.update(line.split(":", 1)[-1].split())
+    return [flag for flag in SIMD_FLAGS if flag in listed]
 
 
 def device_name(device: torch.device) -> str:
@@ -164,6 +184,8 @@ def environment(device: torch.device) -> dict[str, Any]:
         "device": device_name(device),
         "device_type": device.type,
         "cpu": cpu_model(),
+        "cpu_flags": cpu_flags(),
+        "cpu_native_bf16": cpu_supports_bf16(),
         "cpu_count": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "torch_threads": torch.get_num_threads(),
@@ -237,11 +259,23 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on a GPU, nothing (fp32) on a CPU."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+def _autocast(
+    device: torch.device, precision: str | None = None
+) -> contextlib.AbstractContextManager:
+    """bf16 autocast for ``bf16-mixed``, nothing for ``32-true``; by default (None) bf16 on a
+    GPU and float32 on a CPU (the decode benchmark's choice)."""
+    if precision is None:
+        precision = BF16 if device.type == "cuda" else FP32
+    if precision == BF16:
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def train_precisions(device: torch.device) -> tuple[str, ...]:
+    """What ``mt benchmark train`` compares by default: float32, and bf16 autocast where the
+    device multiplies bf16 natively (as ``--trainer.precision null`` would choose)."""
+    native = resolve_precision(None, "gpu" if device.type == "cuda" else "cpu")[0] == BF16
+    return (FP32, BF16) if native else (FP32,)
 
 
 def _free(device: torch.device) -> None:
@@ -1067,10 +1101,12 @@ def _make_optimizer(model: nn.Module, device: torch.device) -> torch.optim.Optim
     )
 
 
-def _mt_step(model: Seq2SeqModule, optimizer: torch.optim.Optimizer, device: torch.device):
+def _mt_step(
+    model: Seq2SeqModule, optimizer: torch.optim.Optimizer, device: torch.device, precision: str
+):
     def step(batch: Batch) -> None:
         optimizer.zero_grad(set_to_none=True)
-        with _autocast(device):
+        with _autocast(device, precision):
             loss, _, n_tokens = model._loss(batch, model.label_smoothing)  # as training_step
             loss = loss / n_tokens
         loss.backward()
@@ -1079,10 +1115,12 @@ def _mt_step(model: Seq2SeqModule, optimizer: torch.optim.Optimizer, device: tor
     return step
 
 
-def _hf_step(model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device):
+def _hf_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device, precision: str
+):
     def step(batch: Batch) -> None:
         optimizer.zero_grad(set_to_none=True)
-        with _autocast(device):
+        with _autocast(device, precision):
             loss = model(
                 input_ids=batch.src,
                 attention_mask=(~batch.src_pad_mask).long(),
@@ -1177,6 +1215,7 @@ def run_train(args: argparse.Namespace, device: torch.device) -> tuple[dict, lis
     batches = [b.to(device) for b in training_batches(args, max_tokens, n_batches)]
     use_hf = not args.no_hf and hf_available()
     compile_systems = set(args.compile_systems.split(",")) if args.compile else set()
+    precisions = tuple(args.precisions or train_precisions(device))
     notes = [
         "Plain PyTorch loop (no Trainer): zero_grad, forward + loss, backward, AdamW step "
         "(lr 1e-3, betas (0.9, 0.98), wd 1e-4; fused on a GPU); no gradient clipping. "
@@ -1194,7 +1233,8 @@ def run_train(args: argparse.Namespace, device: torch.device) -> tuple[dict, lis
         "peak_mem_gb: torch.cuda.max_memory_allocated on a GPU; on a CPU the process's peak RSS "
         "(VmHWM, reset through /proc/self/clear_refs before each run), which includes the "
         "interpreter, libraries and data (see rss_at_start_gb).",
-        f"Precision: {'bf16 autocast' if device.type == 'cuda' else 'fp32'}.",
+        f"Precision: {', '.join(precisions)} (bf16-mixed: torch.autocast to bf16, weights and "
+        "optimizer in float32, as Lightning's bf16-mixed; mt's log-softmax and loss in float32).",
     ]
     if args.compile:
         notes.append(
@@ -1221,20 +1261,22 @@ def run_train(args: argparse.Namespace, device: torch.device) -> tuple[dict, lis
     for spec in specs:
         systems = ["mt"] + (["hf-marian"] if spec.arch == "transformer" and use_hf else [])
         compile_key = {"mt": spec.arch, "hf-marian": "hf-marian"}
-        variants = [(s, False) for s in systems]
-        variants += [(s, True) for s in systems if compile_key[s] in compile_systems]
-        for system, compiled in variants:
+        variants = [(s, False, p) for p in precisions for s in systems]
+        variants += [
+            (s, True, p) for p in precisions for s in systems if compile_key[s] in compile_systems
+        ]
+        for system, compiled, precision in variants:
             torch.manual_seed(args.seed)
             reference = spec.build(args.vocab_size)  # for the FLOP formula
             if system == "mt":
                 model = reference.to(device).train()
-                step = _mt_step(model, _make_optimizer(model, device), device)
+                step = _mt_step(model, _make_optimizer(model, device), device, precision)
             else:
                 model = marian_for(spec, args.vocab_size).to(device).train()
-                step = _hf_step(model, _make_optimizer(model, device), device)
+                step = _hf_step(model, _make_optimizer(model, device), device, precision)
             if compiled:
                 model.compile()
-            label = f"{spec.name} {system}{' compiled' if compiled else ''}"
+            label = f"{spec.name} {system} {precision}{' compiled' if compiled else ''}"
             print(f"[train] {label} ...", flush=True)
             try:
                 stats = time_training(
@@ -1248,6 +1290,7 @@ def run_train(args: argparse.Namespace, device: torch.device) -> tuple[dict, lis
                 "arch": spec.arch,
                 "system": system,
                 "compiled": compiled,
+                "precision": precision,
                 "config": spec.source,
                 "init_args": spec.init_args,
                 "parameters": num_parameters(model),
@@ -1293,7 +1336,7 @@ def length_training(
         batch = fixed_length_batch(sentences, length, args.vocab_size, args.seed).to(device)
         torch.manual_seed(args.seed)
         model = spec.build(args.vocab_size).to(device).train()
-        step = _mt_step(model, _make_optimizer(model, device), device)
+        step = _mt_step(model, _make_optimizer(model, device), device, args.precision)
         try:
             stats = time_training(step, [batch] * (args.warmup + args.steps), args.warmup, device,
                                   lambda b, m=model: train_flops(m, b))  # fmt: skip
@@ -1318,7 +1361,7 @@ def length_decoding(
     src = fixed_length_batch(args.decode_sentences, args.decode_src_len, args.vocab_size,
                              args.seed).src.to(device)  # fmt: skip
     rows = []
-    with torch.inference_mode(), _autocast(device):
+    with torch.inference_mode(), _autocast(device, args.precision):
         for beam in args.beams:
             run = _ours(model, beam)
             run(DecodeBatch(src, src == PAD_ID, min(args.lengths)))  # warm-up
@@ -1359,7 +1402,8 @@ def run_length(args: argparse.Namespace, device: torch.device) -> tuple[dict, li
         "grows with the prefix.",
         "Random weights: speed only. Recurrent models with 'feed'/'nofeed' in their name run "
         "with input feeding on/off (per-step loop vs one RNN call per layer in training).",
-        f"Precision: {'bf16 autocast' if device.type == 'cuda' else 'fp32'}.",
+        f"Precision: {args.precision} for training and decoding (bf16-mixed: torch.autocast to "
+        "bf16, weights and optimizer in float32).",
     ]
     results: dict[str, Any] = {
         "lengths": args.lengths, "max_tokens": args.max_tokens,
@@ -1480,6 +1524,8 @@ def _length_defaults(args: argparse.Namespace, gpu: bool) -> None:
         args.steps = 1 if args.smoke else (20 if gpu else 3)
     if args.decode_sentences is None:
         args.decode_sentences = 2 if args.smoke else 16
+    if args.precision is None:  # what `--trainer.precision null` chooses on this device
+        args.precision = resolve_precision(None, "gpu" if gpu else "cpu")[0]
     if min(args.lengths) < 2 or args.decode_src_len < 2:
         raise SystemExit("--lengths and --decode_src_len must be >= 2 (a token and EOS)")
     if args.steps < 1 or args.warmup < 0 or args.max_tokens < 1 or args.decode_sentences < 1:

@@ -473,6 +473,7 @@ def benchmark_train(
     pad_to_multiple: int = 1,
     compile: bool = False,
     compile_systems: str = "transformer,hf-marian",
+    precisions: tuple[Literal["32-true", "bf16-mixed"], ...] | None = None,
 ) -> None:
     """Training throughput, against Hugging Face Marian on the same batches.
 
@@ -484,6 +485,8 @@ def benchmark_train(
         compile: add torch.compile-d runs.
         compile_systems: which to compile with --compile: transformer, lstm, gru, rnn,
             hf-marian (comma-separated).
+        precisions: measure each system at these (default: 32-true, plus bf16-mixed where
+            the device has native bf16).
     """
 
 
@@ -496,6 +499,7 @@ def benchmark_length(
     decode_sentences: int | None = None,
     decode_src_len: int = 32,
     no_decode: bool = False,
+    precision: Literal["32-true", "bf16-mixed"] | None = None,
 ) -> None:
     """Throughput against sentence length: training tokens/s and peak memory on batches of
     one fixed length at an equal token budget, and decoding time per sentence against the
@@ -512,6 +516,8 @@ def benchmark_length(
         decode_sentences: sentences decoded per output length, in one batch (16; --smoke 2).
         decode_src_len: source length of the decoded sentences, the same for every output length.
         no_decode: training part only.
+        precision: of training and decoding (default: bf16-mixed where the device has native
+            bf16, else 32-true, as --trainer.precision null chooses).
     """
 
 

@@ -1,7 +1,7 @@
 """Numeric precision that fits the machine.
 
-``--trainer.precision null`` means "choose for this machine" (the shipped configs set
-``32-true`` in ``configs/base.yaml``, and ``mt`` defaults to it without a config):
+``--trainer.precision null`` means "choose for this machine" (the small CPU configs set it;
+``configs/base.yaml`` and ``mt`` without a config default to ``32-true``):
 
 * a CUDA GPU with bf16 (Ampere and later): ``bf16-mixed``;
 * a CPU that multiplies bf16 natively (x86 with AVX512-BF16 or AMX, Arm with the BF16

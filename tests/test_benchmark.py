@@ -91,6 +91,29 @@ def test_train(train_result: dict[str, Any]) -> None:
         assert r["mfu"] is None  # CPU: no peak to compare with
 
 
+def test_train_at_each_precision(tiny_corpus: Path, tmp_path: Path) -> None:
+    """--precisions runs every system at each; bf16-mixed autocasts the matrix products."""
+    import torch
+
+    from mt.benchmark import _autocast, cpu_flags
+
+    result = run(
+        "train", tiny_corpus, tmp_path / "train.json", "--steps", "1", "--no-hf",
+        "--precisions", "32-true", "bf16-mixed",
+    )  # fmt: skip
+    runs = result["results"]["runs"]
+    assert sorted((r["arch"], r["precision"]) for r in runs) == [
+        ("lstm", "32-true"), ("lstm", "bf16-mixed"),
+        ("transformer", "32-true"), ("transformer", "bf16-mixed"),
+    ]  # fmt: skip
+    assert result["cpu_flags"] == cpu_flags() and isinstance(result["cpu_native_bf16"], bool)
+    x = torch.ones(2, 2)
+    with _autocast(torch.device("cpu"), "bf16-mixed"):
+        assert (x @ x).dtype == torch.bfloat16
+    with _autocast(torch.device("cpu"), "32-true"):
+        assert (x @ x).dtype == torch.float32
+
+
 def test_hugging_face_columns(decode_result: dict[str, Any], train_result: dict[str, Any]) -> None:
     if not hf_available():
         pytest.skip("transformers is not installed: no Hugging Face comparison")
@@ -175,7 +198,7 @@ def test_train_takes_gru_and_rnn_configs_with_input_feeding_on_and_off(
 ) -> None:
     result = run("train", tiny_corpus, tmp_path / "train.json", "--configs", "configs/gru-small.yaml",
                  "configs/rnn-small.yaml", "--input_feeding", "both", "--no-hf", "--steps", "1",
-                 "--max_tokens", "256")  # fmt: skip
+                 "--max_tokens", "256", "--precisions", "32-true")  # fmt: skip
     runs = result["results"]["runs"]
     assert [(r["model"], r["arch"], r["init_args"]["input_feeding"]) for r in runs] == [
         ("gru-small nofeed", "gru", False), ("gru-small feed", "gru", True),
