@@ -5,7 +5,8 @@ target token barely moves with the embeddings of source tokens far from it, and 
 norm falls with distance (exponentially for a plain RNN); attention and a Transformer's direct
 paths should keep it flat.
 
-Definition (one sentence pair, the model in eval mode: no dropout)::
+Definition (one sentence pair, the model in eval mode, no dropout, in float32 whatever precision it
+was trained at)::
 
     g(i, j) = || d loss_i / d e_j ||_2
 
