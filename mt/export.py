@@ -85,7 +85,9 @@ def supported_quantizations() -> set[str]:
 
 
 def _array(tensor: torch.Tensor) -> np.ndarray:
-    return tensor.detach().to(torch.float32).cpu().numpy()
+    """A float32 copy of a tensor: CTranslate2 quantizes the arrays of a spec in place, which
+    must not reach the model's own parameters."""
+    return tensor.detach().to(device="cpu", dtype=torch.float32).numpy().copy()
 
 
 def _make_converter_base() -> type:

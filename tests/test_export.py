@@ -161,8 +161,11 @@ def test_int8_export_translates_close_to_float32(
     tiny_corpus: Path, trained, tmp_path: Path
 ) -> None:
     model = trained(norm="pre", share_embeddings=True, tie_output=True)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
     export_ctranslate2(model, tmp_path / "f32")
     export_ctranslate2(model, tmp_path / "int8", quantization="int8")
+    for name, tensor in model.state_dict().items():  # quantizing left the model as it was
+        assert torch.equal(tensor, before[name]), name
     info = json.loads((tmp_path / "int8" / EXPORT_INFO).read_text())
     assert info["quantization"] == "int8"
     size = {q: (tmp_path / q / "model.bin").stat().st_size for q in ("f32", "int8")}
