@@ -148,3 +148,18 @@ def test_time_systems_takes_turns_and_reports_the_median(monkeypatch: pytest.Mon
     assert timed["a"][0]["seconds_runs"] == [3.0, 1.0, 2.0]
     assert timed["a"][0]["sentences_per_s"] == 2.0 and timed["b"][0]["tgt_tokens_per_s"] == 0.4
     assert timed["a"][1] == [[1]] and timed["b"][1] == [[2]]  # outputs of the first run
+
+
+def test_ctranslate2_rows(decode_result: dict[str, Any]) -> None:
+    transformer = next(m for m in decode_result["results"]["models"] if m["arch"] == "transformer")
+    rows = {(r["system"], r["beam"]): r for r in transformer["rows"]}
+    for system in ("ct2-float32", "ct2-int8"):
+        for beam in (1, 5):
+            row = rows[(system, beam)]
+            # Equal work: the same sentences, the same number of generated tokens.
+            assert row["generated_tokens"] == rows[("mt", beam)]["generated_tokens"]
+            assert row["sentences_per_s"] > 0
+    # The float32 export of the same weights makes mt's greedy choices.
+    assert rows[("ct2-float32", 1)]["same_tokens_as_mt"] >= 0.9
+    lstm = next(m for m in decode_result["results"]["models"] if m["arch"] == "lstm")
+    assert {r["system"] for r in lstm["rows"]} == {"mt"}  # CTranslate2 has no recurrent models
