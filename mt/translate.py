@@ -537,10 +537,12 @@ class CTranslate2Translator(Translator):
       batch's ``int(a * source length + b)`` and each hypothesis is cut to its own sentence's
       maximum afterwards. For greedy search that is exactly mt's result; beam search may rank
       differently a hypothesis that outgrew its sentence's maximum.
-    * CTranslate2 normalises beam scores by ``length ** length_penalty``, not by GNMT's
-      ``((5 + length) / 6) ** length_penalty``: with a length penalty, beam search can pick
-      another hypothesis than mt's. ``Translation.score`` is recomputed with mt's formula from
-      the log-probability CTranslate2's score implies.
+    * CTranslate2 normalises finished hypotheses by ``length ** length_penalty``, not by GNMT's
+      ``((5 + length) / 6) ** length_penalty`` as mt does. So CTranslate2 returns all K of its
+      hypotheses, their scores are recomputed with mt's formula (from the log-probability that
+      CTranslate2's score implies) and the ``nbest`` best by that score are kept. Its search
+      still stops by its own rule, so with a length penalty a line can end with another
+      hypothesis than mt's (without one, alpha = 0, the two agree).
     * Positions: the export holds ``max_positions`` of them, so lines are split at
       ``max_positions - 1`` subwords at most (also with ``max_input_tokens=0``) and outputs are
       capped at ``max_positions`` subwords.
@@ -614,17 +616,19 @@ class CTranslate2Translator(Translator):
         results = self.engine.translate_batch(
             [[self.tokenizer.id_to_piece(i) for i in u.ids] for u in units],
             beam_size=self.beam_size,
-            num_hypotheses=self.nbest,
+            num_hypotheses=self.beam_size,  # all K, re-ranked below with mt's length penalty
             length_penalty=self.length_penalty,
             max_decoding_length=max(caps),
             max_input_length=0,  # never truncate: long lines were split before
             max_batch_size=0,  # the batch is already cut to the token budget
             return_scores=True,
         )
-        return [
-            [self._hypothesis(pieces, score, cap) for pieces, score in zip(r.hypotheses, r.scores, strict=True)]
-            for r, cap in zip(results, caps, strict=True)
-        ]
+        nbests = []
+        for result, cap in zip(results, caps, strict=True):
+            hyps = [self._hypothesis(pieces, score, cap)
+                    for pieces, score in zip(result.hypotheses, result.scores, strict=True)]  # fmt: skip
+            nbests.append(sorted(hyps, key=lambda h: h.score, reverse=True)[: self.nbest])
+        return nbests
 
     def _hypothesis(self, pieces: list[str], score: float, cap: int) -> Hypothesis:
         """A CTranslate2 hypothesis as mt's: cut to ``cap`` subwords, mt's length penalty."""

@@ -140,21 +140,23 @@ def test_float32_export_gives_mt_greedy_output(
     assert sum(a == b for a, b in zip(ours, theirs, strict=True)) >= len(lines) - 2
 
 
-def test_beam_search_agrees_without_length_penalty(
-    tiny_corpus: Path, trained, tmp_path: Path
+@pytest.mark.parametrize("alpha, share", [(0.0, 0.95), (1.0, 0.8)])
+def test_beam_search_agrees(
+    tiny_corpus: Path, trained, tmp_path: Path, alpha: float, share: float
 ) -> None:
-    """Beam 5 ranked by the raw log-probability (alpha = 0, where mt's and CTranslate2's length
-    normalisations agree): the same best hypothesis for nearly every line. (With alpha = 1 they
-    differ more: CTranslate2 divides by length ** alpha, mt by GNMT's ((5 + length) / 6) **
-    alpha.)"""
+    """Beam 5: the same best hypothesis for nearly every line. Without a length penalty the two
+    searches rank alike (all lines equal here, and 200 of 200 with the Multi30k
+    transformer-small checkpoint); with one, CTranslate2's K hypotheses are re-ranked with mt's
+    GNMT penalty (CTranslate2 divides by length ** alpha) and only the stopping rules differ:
+    25 of 30 lines of this barely trained model, 195 of 200 with transformer-small."""
     model = trained(norm="pre", share_embeddings=True, tie_output=True)
     export_ctranslate2(model, tmp_path / "ct2")
     lines = read(tiny_corpus / "test_2016_flickr.de")
-    options = dict(beam_size=5, length_penalty=0.0)
+    options = dict(beam_size=5, length_penalty=alpha)
     ours = greedy_lines(Translator(model, model.tokenizer, **options), lines)
     theirs = greedy_lines(CTranslate2Translator(tmp_path / "ct2", threads=1, **options), lines)
     same = sum(a == b for a, b in zip(ours, theirs, strict=True))
-    assert same >= 0.9 * len(lines), list(zip(ours, theirs, strict=True))
+    assert same >= share * len(lines), list(zip(ours, theirs, strict=True))
 
 
 def test_int8_export_translates_close_to_float32(
