@@ -48,6 +48,14 @@ import torch
 
 from mt.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
 
+try:  # the `export` extra (make install installs it); averaging works without it
+    import ctranslate2
+    from ctranslate2.converters import Converter
+    from ctranslate2.specs import common_spec, transformer_spec
+except ImportError:
+    ctranslate2 = None
+    Converter = object
+
 __all__ = [
     "EXPORT_INFO",
     "ExportError",
@@ -74,10 +82,13 @@ class ExportError(ValueError):
     names the option or file at fault."""
 
 
+CT2_MISSING = "ctranslate2 is not installed: pip install -e '.[export]' (make install does)"
+
+
 def supported_quantizations() -> set[str]:
     """The weight types CTranslate2 can run on this machine (CPU, and CUDA when it has a GPU)."""
-    import ctranslate2
-
+    if ctranslate2 is None:
+        raise ExportError(CT2_MISSING)
     types = set(ctranslate2.get_supported_compute_types("cpu"))
     if ctranslate2.get_cuda_device_count() > 0:
         types |= set(ctranslate2.get_supported_compute_types("cuda"))
@@ -90,23 +101,19 @@ def _array(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().to(device="cpu", dtype=torch.float32).numpy().copy()
 
 
-def _make_converter_base() -> type:
-    """``ctranslate2.converters.Converter``, imported only when an export runs."""
-    from ctranslate2.converters import Converter
-
-    return Converter
-
-
-class TransformerConverter:
-    """Describe a ``TransformerSeq2Seq`` as a CTranslate2 ``TransformerSpec``.
-
-    A thin :class:`ctranslate2.converters.Converter` (made by :meth:`converter`) calls
-    :meth:`spec`; its ``convert(output_dir, quantization=...)`` validates, quantizes and saves.
+class TransformerConverter(Converter):
+    """A CTranslate2 converter of a ``TransformerSeq2Seq``: ``_load`` describes it as a
+    ``TransformerSpec`` with every weight set; CTranslate2's ``convert(output_dir,
+    quantization=...)`` then validates, quantizes and saves it.
 
     Args:
         model: the Transformer, with its tokenizer.
         max_positions: rows of the position table (the longest sequence the export can read or
             write).
+
+    Raises:
+        ExportError: not a Transformer (CTranslate2 has no recurrent models), or ctranslate2 is
+            not installed.
     """
 
     def __init__(self, model: Any, max_positions: int = DEFAULT_MAX_POSITIONS) -> None:
@@ -117,26 +124,18 @@ class TransformerConverter:
                 f"CTranslate2 export needs a Transformer; this checkpoint holds a "
                 f"{type(model).__name__} (CTranslate2 has no recurrent encoder-decoder models)"
             )
+        if ctranslate2 is None:
+            raise ExportError(CT2_MISSING)
         if model.tokenizer is None or model.tokenizer.vocab_size != model.vocab_size:
             raise ExportError("the checkpoint's tokenizer does not match its vocabulary size")
         self.model = model.eval()
         self.max_positions = max_positions
 
-    def converter(self) -> Any:
-        """A ``ctranslate2.converters.Converter`` whose ``_load`` returns :meth:`spec`."""
-        base = _make_converter_base()
-        spec = self.spec
-
-        class _MtConverter(base):  # type: ignore[misc, valid-type]
-            def _load(self) -> Any:
-                return spec()
-
-        return _MtConverter()
+    def _load(self) -> Any:
+        return self.spec()
 
     def spec(self) -> Any:
         """The ``TransformerSpec`` with every weight set."""
-        from ctranslate2.specs import common_spec, transformer_spec
-
         m = self.model
         pre_norm = m.hparams.get("norm", "pre") == "pre"
         activation = {"relu": common_spec.Activation.RELU, "gelu": common_spec.Activation.GELU}
@@ -282,7 +281,7 @@ def export_ctranslate2(
     check_output_folder(out, force)
     with atomic_folder(out) as tmp:
         model_dir = tmp / "model"
-        converter.converter().convert(
+        converter.convert(
             str(model_dir), quantization=None if quantization == "none" else quantization
         )
         for item in model_dir.iterdir():

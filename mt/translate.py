@@ -572,9 +572,12 @@ class CTranslate2Translator(Translator):
         max_len_b: float = 10,
         warn: Callable[[str], None] | None = None,
     ) -> None:
-        import ctranslate2
+        from mt.export import CT2_MISSING, ExportError, load_export_info
 
-        from mt.export import ExportError, load_export_info
+        try:
+            import ctranslate2
+        except ImportError:
+            raise TranslateError(CT2_MISSING) from None
 
         try:
             info = load_export_info(model_dir)
