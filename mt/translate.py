@@ -628,20 +628,27 @@ class CTranslate2Translator(Translator):
         )
         nbests = []
         for result, cap in zip(results, caps, strict=True):
-            hyps = [self._hypothesis(pieces, score, cap)
-                    for pieces, score in zip(result.hypotheses, result.scores, strict=True)]  # fmt: skip
+            pairs = zip(result.hypotheses, result.scores, strict=True)
+            hyps = [self._hypothesis(pieces, score, cap, max(caps)) for pieces, score in pairs]
             nbests.append(sorted(hyps, key=lambda h: h.score, reverse=True)[: self.nbest])
         return nbests
 
-    def _hypothesis(self, pieces: list[str], score: float, cap: int) -> Hypothesis:
-        """A CTranslate2 hypothesis as mt's: cut to ``cap`` subwords, mt's length penalty."""
-        ended = len(pieces) < cap  # it stopped at EOS before the maximum
-        length = len(pieces) + 1 if ended else len(pieces)  # |Y| counts the EOS, as mt does
-        log_prob = score * length**self.length_penalty if self.length_penalty else score
-        tokens = [self.piece_ids[p] for p in pieces[:cap]]
+    def _hypothesis(self, pieces: list[str], score: float, cap: int, steps: int) -> Hypothesis:
+        """A CTranslate2 hypothesis of a search of at most ``steps`` steps as mt's: cut to its
+        sentence's maximum ``cap``, scored with mt's length penalty.
+
+        CTranslate2's ``score`` is the log-probability divided by ``length ** alpha``, the
+        length counting the EOS of a hypothesis that ended with one (fewer than ``steps``
+        pieces). A hypothesis cut to ``cap`` keeps the log-probability of the whole (CTranslate2
+        gives no per-token scores): its score is approximate, its tokens are mt's.
+        """
+        alpha = self.length_penalty
+        ct2_length = len(pieces) + 1 if len(pieces) < steps else len(pieces)
+        log_prob = score * ct2_length**alpha if alpha else score
+        length = min(ct2_length, cap)  # |Y| as mt counts it: EOS included, at most cap
         return Hypothesis(
-            tokens=tokens,
-            score=log_prob / length_penalty_factor(length, self.length_penalty),
+            tokens=[self.piece_ids[p] for p in pieces[:cap]],
+            score=log_prob / length_penalty_factor(length, alpha),
             log_prob=log_prob,
         )
 

@@ -95,15 +95,17 @@ def save_checkpoint(model: TransformerSeq2Seq, path: Path, step: int = 0) -> Pat
     return path
 
 
-def first_difference_is_a_tie(model: TransformerSeq2Seq, src: list[int], a: list[int],
-                              b: list[int]) -> bool:  # fmt: skip
-    """Whether two greedy outputs of one source part at a step where mt's model scores the two
-    chosen tokens (nearly) equally: a tie that float rounding may break either way."""
-    k = next(i for i in range(min(len(a), len(b)) + 1) if i == len(a) or i == len(b) or a[i] != b[i])
+def first_difference_is_a_tie(
+    model: TransformerSeq2Seq, src: list[int], a: list[int], b: list[int]
+) -> bool:
+    """Whether two greedy outputs of one source first differ at a step where mt's model scores
+    the two chosen tokens (nearly) equally: a tie that float rounding may break either way."""
+    k = next(i for i in range(len(a) + 1) if i == len(a) or i == len(b) or a[i] != b[i])
     prefix = torch.tensor([[BOS_ID] + a[:k]])
     source = torch.tensor([src + [EOS_ID]])
     with torch.no_grad():
-        log_probs = model.decode(prefix, model.encode(source, source == PAD_ID))[0, -1].log_softmax(-1)
+        logits = model.decode(prefix, model.encode(source, source == PAD_ID))  # (1, k + 1, V)
+    log_probs = logits[0, -1].log_softmax(-1)
     token_a = a[k] if k < len(a) else EOS_ID
     token_b = b[k] if k < len(b) else EOS_ID
     return abs(float(log_probs[token_a] - log_probs[token_b])) < TIE
@@ -134,7 +136,7 @@ def test_float32_export_gives_mt_greedy_output(
     assert len(theirs) == len(lines)
     assert len(set(ours)) > 5 and any(len(o.split()) < 20 for o in ours)  # real, varied outputs
     for line, a, b in zip(lines, ours, theirs, strict=True):
-        if a != b:
+        if a != b:  # the outputs' ids again from their text (sentencepiece round-trips them)
             ids = tokenizer.encode([line, a, b])
             assert first_difference_is_a_tie(model, *ids), (line, a, b)
     assert sum(a == b for a, b in zip(ours, theirs, strict=True)) >= len(lines) - 2
@@ -321,6 +323,7 @@ def test_mt_average_refuses_different_models_and_an_existing_out(
     assert proc.returncode == 2 and "ffn_dim=64 vs 96" in proc.stderr
     assert proc.stderr.count("\n") == 1 and not (tmp_path / "avg.ckpt").exists()
     (tmp_path / "avg.ckpt").write_text("earlier")
-    proc = run_mt("average", "--checkpoints", checkpoint, checkpoint, "--out", tmp_path / "avg.ckpt")
+    proc = run_mt("average", "--checkpoints", checkpoint, checkpoint, "--out",
+                  tmp_path / "avg.ckpt")  # fmt: skip
     assert proc.returncode == 2 and "--force" in proc.stderr
     assert (tmp_path / "avg.ckpt").read_text() == "earlier"
