@@ -600,8 +600,11 @@ class CTranslate2Translator(Translator):
             max_len_b=max_len_b,
             warn=warn,
         )
+        gpus = ctranslate2.get_cuda_device_count()
         if device == "auto":
-            device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+            device = "cuda" if gpus > 0 else "cpu"
+        if device == "cuda" and gpus == 0:
+            raise TranslateError("--device cuda was requested but CTranslate2 sees no CUDA device")
         self.engine = ctranslate2.Translator(
             str(model_dir),
             device=device,
