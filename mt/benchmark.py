@@ -67,7 +67,7 @@ from mt.data import (
 from mt.module import Seq2SeqModule
 from mt.precision import BF16, FP32, cpu_supports_bf16, resolve_precision
 from mt.search import beam_search, greedy_search
-from mt.tokenizer import BOS_ID, EOS_ID, PAD_ID, train_tokenizer
+from mt.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, train_tokenizer
 
 __all__ = ["ModelSpec", "environment", "main", "non_padding_share", "write_result"]
 
@@ -298,6 +298,21 @@ def hf_available() -> bool:
         return False
     return True
 
+
+def ctranslate2_available() -> bool:
+    """Whether ``ctranslate2`` (the ``export`` extra, which ``make install`` installs) imports."""
+    try:
+        import ctranslate2  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+CT2_MISSING = (
+    "ctranslate2 is not installed: the CTranslate2 rows are skipped (pip install -e '.[export]')"
+)
+#: The CTranslate2 rows of ``decode``: system name -> the export's weight type.
+CT2_SYSTEMS = {"ct2-float32": "none", "ct2-int8": "int8"}
 
 HF_MISSING = (
     "transformers is not installed: the Hugging Face MarianMTModel rows are skipped "
@@ -877,6 +892,44 @@ def _hf(model: nn.Module, beam: int) -> Callable[[DecodeBatch], list[list[int]]]
     return run
 
 
+def _ctranslate2(
+    model_dir: Path, tokenizer: Tokenizer, beam: int, device: torch.device, threads: int
+) -> Callable[[DecodeBatch], list[list[int]]]:
+    """Decode with CTranslate2 on an exported folder: the same sources (as sentencepiece pieces;
+    CTranslate2 appends the EOS) and, with EOS banned until then (``min_decoding_length``),
+    exactly ``steps`` tokens, as the other systems."""
+    import ctranslate2
+
+    translator = ctranslate2.Translator(
+        str(model_dir), device=device.type, inter_threads=1, intra_threads=threads
+    )
+    piece_ids = {tokenizer.id_to_piece(i): i for i in range(tokenizer.vocab_size)}
+
+    def run(b: DecodeBatch) -> list[list[int]]:
+        sources = [
+            [tokenizer.id_to_piece(i) for i in row if i not in (PAD_ID, EOS_ID)]
+            for row in b.src.tolist()
+        ]
+        results = translator.translate_batch(
+            sources, beam_size=beam, length_penalty=1.0, max_decoding_length=b.steps,
+            min_decoding_length=b.steps, max_input_length=0, max_batch_size=0,
+        )  # fmt: skip
+        return [[piece_ids[p] for p in r.hypotheses[0]] for r in results]
+
+    return run
+
+
+def export_for_decode(model: Seq2SeqModule, tokenizer: Tokenizer, folder: Path) -> dict[str, Path]:
+    """The CTranslate2 folders of ``model`` (random weights) for the ``CT2_SYSTEMS`` rows."""
+    from mt.export import export_ctranslate2
+
+    model.tokenizer = tokenizer
+    return {
+        name: export_ctranslate2(model, folder / name, quantization=quantization)
+        for name, quantization in CT2_SYSTEMS.items()
+    }
+
+
 @torch.no_grad()
 def greedy_without_cache(model: Seq2SeqModule, b: DecodeBatch) -> list[list[int]]:
     """Greedy decoding that recomputes the whole prefix with ``model.decode`` at every step
@@ -945,19 +998,20 @@ def time_systems(
     return results
 
 
-def _load_split_sources(args: argparse.Namespace) -> tuple[list[np.ndarray], int]:
-    """The source ids of the first ``--sentences`` lines of the test split, and the vocabulary."""
+def _load_split_sources(args: argparse.Namespace) -> tuple[list[np.ndarray], Tokenizer]:
+    """The source ids of the first ``--sentences`` lines of the test split, and the tokenizer."""
     dm = TranslationDataModule(
         data_dir=args.data_dir, vocab_size=args.vocab_size, num_workers=0, seed=args.seed
     )
     dm.setup("test")
     src = dm.datasets["test"].src
     n = len(src) if args.sentences is None else min(args.sentences, len(src))
-    return [np.asarray(src.ids(i)) for i in range(n)], args.vocab_size
+    return [np.asarray(src.ids(i)) for i in range(n)], dm.tokenizer
 
 
 def run_decode(args: argparse.Namespace, device: torch.device) -> tuple[dict, list[str]]:
-    sources, vocab = _load_split_sources(args)
+    sources, tokenizer = _load_split_sources(args)
+    vocab = tokenizer.vocab_size
     batches = decode_batches(sources, args.max_tokens, args.max_len_a, args.max_len_b)
     batches = [DecodeBatch(b.src.to(device), b.src_pad_mask.to(device), b.steps) for b in batches]
     kv_batches = batches
@@ -992,6 +1046,21 @@ def run_decode(args: argparse.Namespace, device: torch.device) -> tuple[dict, li
         notes.append(HF_MISSING if not args.no_hf else "Hugging Face rows skipped (--no-hf)")
         if not args.no_hf:
             print(f"[decode] note: {HF_MISSING}", flush=True)
+    use_ct2 = ctranslate2_available()
+    threads = args.threads or torch.get_num_threads()
+    notes.append(
+        "CTranslate2 rows (ct2-float32, ct2-int8): the same randomly initialised Transformer "
+        "exported with mt export (float32 weights, int8 weights), run by ctranslate2.Translator "
+        f"with intra_threads={threads} (the torch threads of the other rows), inter_threads=1, "
+        "on the same batches (max_batch_size=0: no re-batching); EOS is banned until the "
+        "same number of steps (min_decoding_length = max_decoding_length = steps); the ids "
+        "are turned into sentencepiece pieces and back inside the timed call, as a user's "
+        "translation does."
+        if use_ct2
+        else CT2_MISSING
+    )
+    if not use_ct2:
+        print(f"[decode] note: {CT2_MISSING}", flush=True)
     _quiet_transformers()
     results: dict[str, Any] = {
         "split": f"{args.data_dir}/test_2016_flickr (first {len(sources)} lines), de->en",
@@ -1018,24 +1087,36 @@ def run_decode(args: argparse.Namespace, device: torch.device) -> tuple[dict, li
             torch.manual_seed(args.seed)
             hf_model = marian_for(spec, vocab).to(device).eval()
             entry["hf_parameters"] = num_parameters(hf_model)
+        ct2_dirs: dict[str, Path] = {}
+        ct2_tmp = None  # the exported folders, removed with it
+        if use_ct2 and spec.arch == "transformer":
+            ct2_tmp = tempfile.TemporaryDirectory(prefix="mt-bench-ct2-")
+            ct2_dirs = export_for_decode(model, tokenizer, Path(ct2_tmp.name))
         for beam in args.beams:
             systems = {"mt": _ours(model, beam)}
             if hf_model is not None:
                 systems["hf-marian"] = _hf(hf_model, beam)
+            for name, folder in ct2_dirs.items():
+                systems[name] = _ctranslate2(folder, tokenizer, beam, device, threads)
             timed = time_systems(systems, batches, device, args.repeats)
-            row = timed["mt"][0]
-            entry["rows"].append({"system": "mt", "beam": beam, **row})
-            print(f"[decode] {spec.name} mt beam {beam}: {_fmt_decode(row)}", flush=True)
-            if hf_model is not None:
-                hf_row = timed["hf-marian"][0]
-                entry["rows"].append({"system": "hf-marian", "beam": beam, **hf_row})
-                speedup = hf_row["seconds"] / row["seconds"]
-                entry.setdefault("speedup_mt_over_hf", {})[f"beam{beam}"] = speedup
-                print(
-                    f"[decode] {spec.name} hf-marian beam {beam}: {_fmt_decode(hf_row)}  "
-                    f"(mt is {speedup:.2f}x HF)",
-                    flush=True,
-                )
+            mt_out = timed["mt"][1]
+            for name, (row, out) in timed.items():
+                if name in ct2_dirs:  # the same model: how often its tokens are mt's
+                    row["same_tokens_as_mt"] = sum(
+                        a == b for a, b in zip(out, mt_out, strict=True)
+                    ) / len(out)
+                entry["rows"].append({"system": name, "beam": beam, **row})
+                versus = ""
+                if hf_model is not None and name != "hf-marian":
+                    speedup = timed["hf-marian"][0]["seconds"] / row["seconds"]
+                    entry.setdefault("speedup_over_hf", {}).setdefault(name, {})[
+                        f"beam{beam}"
+                    ] = speedup
+                    versus = f"  ({name} is {speedup:.2f}x HF)"
+                print(f"[decode] {spec.name} {name} beam {beam}: {_fmt_decode(row)}{versus}",
+                      flush=True)  # fmt: skip
+            if hf_model is not None:  # the key earlier result files have
+                entry["speedup_mt_over_hf"] = entry["speedup_over_hf"]["mt"]
         if spec.arch == "transformer" and not args.no_kv_check:
             cached, cached_out = time_decoding(_ours(model, 1), kv_batches, device)
             plain, plain_out = time_decoding(
@@ -1054,6 +1135,8 @@ def run_decode(args: argparse.Namespace, device: torch.device) -> tuple[dict, li
                 flush=True,
             )
         results["models"].append(entry)
+        if ct2_tmp is not None:
+            ct2_tmp.cleanup()
         del model, hf_model
         _free(device)
     return results, notes

@@ -1,4 +1,5 @@
-"""`mt translate|evaluate|compare|benchmark|download|synthetic|gradients`: the jobs beside training, typed.
+"""`mt translate|evaluate|compare|benchmark|download|synthetic|gradients|export|average`: the jobs
+beside training, typed.
 
 jsonargparse builds each command's parser from its function's signature and docstring: the
 options, their types, defaults, allowed values (``Literal``) and ``--help``. ``mt --help`` lists
@@ -45,7 +46,7 @@ class UsageError(ValueError):
 
 
 def translate(
-    checkpoint: str,
+    checkpoint: str | None = None,
     input: str = "-",
     output: str = "-",
     beam_size: int = 5,
@@ -58,6 +59,9 @@ def translate(
     errors: Literal["strict", "replace"] = "strict",
     chunk_lines: int = 10_000,
     quiet: bool = False,
+    engine: Literal["pytorch", "ctranslate2"] = "pytorch",
+    model: str | None = None,
+    threads: int = 0,
     *,
     loader: Callable[[str, str], Any] | None = None,
 ) -> int:
@@ -73,8 +77,12 @@ def translate(
     file itself, also through a link) is an error before the model loads (exit 2). A progress bar
     on a terminal.
 
+    With --engine ctranslate2 --model DIR, the search runs in CTranslate2 on a folder written
+    by mt export (same lines, splitting, n-best and output; see mt.translate.CTranslate2Translator
+    for how its search differs).
+
     Args:
-        checkpoint: checkpoint file written by training.
+        checkpoint: checkpoint file written by training (--engine pytorch).
         input: input text file, or - for stdin.
         output: output file, or - for stdout.
         beam_size: beam size; 1 = greedy.
@@ -93,6 +101,9 @@ def translate(
         chunk_lines: lines read and translated at a time; bounds memory.
         quiet: no progress bar and no summary (warnings still shown). The bar is shown only
             when stderr is a terminal.
+        engine: pytorch (mt's search on --checkpoint) or ctranslate2 (CTranslate2 on --model).
+        model: folder written by mt export (--engine ctranslate2).
+        threads: CTranslate2 intra-op threads (0: its default; --engine ctranslate2).
         loader: ``(checkpoint, map_location) -> model`` (tests pass their own).
     """
     from mt import translate as tr
@@ -105,6 +116,18 @@ def translate(
         raise UsageError("--max_tokens and --chunk_lines must be >= 1")
     if max_input_tokens is not None and max_input_tokens < 0:
         raise UsageError("--max_input_tokens must be >= 0 (0: no limit)")
+    if engine == "pytorch" and (checkpoint is None or model is not None):
+        raise UsageError("--engine pytorch translates a --checkpoint (--model is for ctranslate2)")
+    if engine == "ctranslate2" and (model is None or checkpoint is not None):
+        raise UsageError(
+            "--engine ctranslate2 translates a --model folder written by mt export, not a "
+            "--checkpoint"
+        )
+    if engine == "ctranslate2" and precision != "32":
+        raise UsageError("--precision applies to --engine pytorch; a CTranslate2 model runs "
+                         "the weight type it was exported with (mt export --quantization)")
+    if threads < 0:
+        raise UsageError("--threads must be >= 0 (0: CTranslate2's default)")
     args = argparse.Namespace(**_options(locals(), skip=("tr", "loader")))
     return tr.run(args, loader)
 
@@ -375,6 +398,79 @@ def synthetic(
     return 0
 
 
+def export(
+    checkpoint: str,
+    out: str,
+    format: Literal["ctranslate2"] = "ctranslate2",
+    quantization: Literal[
+        "none", "int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16",
+        "bfloat16",
+    ] = "none",
+    force: bool = False,
+) -> int:
+    """Export a Transformer checkpoint for CTranslate2: a folder that translates on its own
+    (mt translate --engine ctranslate2 --model OUT), with the checkpoint's sentencepiece model.
+
+    Written to a temporary folder beside OUT and renamed into place when complete. Bad input
+    (a recurrent model, which CTranslate2 cannot run; a quantization this machine cannot run; a
+    non-empty OUT without --force; a missing or unreadable checkpoint) is one line and exit 2.
+
+    Args:
+        checkpoint: checkpoint file written by training (or mt average).
+        out: the folder to write.
+        format: the export format.
+        quantization: weight type; none keeps float32.
+        force: replace OUT when it exists and is not empty.
+    """
+    from mt.export import ExportError, export_ctranslate2
+    from mt.module import CheckpointError, load_checkpoint
+
+    try:
+        model = load_checkpoint(checkpoint)
+        path = export_ctranslate2(model, out, quantization, force, source=checkpoint)
+    except (ExportError, CheckpointError) as err:
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        return BAD_INPUT
+    print(f"exported {checkpoint} ({format}, weights {quantization}) -> {path}")
+    return 0
+
+
+def average(
+    out: str,
+    checkpoints: list[str] | None = None,
+    last: int | None = None,
+    run_dir: str | None = None,
+    force: bool = False,
+) -> int:
+    """Average the parameters of checkpoints of one model into an ordinary mt checkpoint (it
+    loads, translates, tests and exports as any other).
+
+    Checkpoints of different model classes, hyperparameters or tokenizers are refused (exit 2);
+    OUT is written atomically and never replaced without --force.
+
+    Args:
+        out: the averaged checkpoint to write.
+        checkpoints: the checkpoint files to average.
+        last: average the N checkpoints of --run_dir with the highest training steps.
+        run_dir: the run folder for --last.
+        force: replace OUT when it exists.
+    """
+    from mt.export import ExportError, average_checkpoints, last_checkpoints
+
+    if (checkpoints is None) == (last is None):
+        raise UsageError("give either --checkpoints FILE... or --last N --run_dir DIR")
+    if last is not None and (run_dir is None or last < 2):
+        raise UsageError("--last N needs N >= 2 and --run_dir DIR")
+    try:
+        files = checkpoints if checkpoints is not None else last_checkpoints(run_dir, last)
+        path = average_checkpoints(list(files), out, force)
+    except ExportError as err:
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        return BAD_INPUT
+    print(f"averaged {len(files)} checkpoints -> {path}")
+    return 0
+
+
 def benchmark_common(
     smoke: bool = False,
     out: Path | None = None,
@@ -562,6 +658,8 @@ COMMANDS: dict[str, Callable[..., Any]] = {
     "download": download,
     "synthetic": synthetic,
     "gradients": gradients,
+    "export": export,
+    "average": average,
 }
 #: Parameters that are not options (passed by callers in Python).
 _NOT_OPTIONS = {"loader"}

@@ -234,3 +234,18 @@ def test_length(tiny_corpus: Path, tmp_path: Path) -> None:
             assert row["seconds_per_sentence"] > 0
     assert {m["arch"] for m in results["models"]} == {"transformer", "lstm", "gru", "rnn"}
     assert out.with_suffix(".png").stat().st_size > 0
+
+
+def test_ctranslate2_rows(decode_result: dict[str, Any]) -> None:
+    transformer = next(m for m in decode_result["results"]["models"] if m["arch"] == "transformer")
+    rows = {(r["system"], r["beam"]): r for r in transformer["rows"]}
+    for system in ("ct2-float32", "ct2-int8"):
+        for beam in (1, 5):
+            row = rows[(system, beam)]
+            # Equal work: the same sentences, the same number of generated tokens.
+            assert row["generated_tokens"] == rows[("mt", beam)]["generated_tokens"]
+            assert row["sentences_per_s"] > 0
+    # The float32 export of the same weights makes mt's greedy choices.
+    assert rows[("ct2-float32", 1)]["same_tokens_as_mt"] >= 0.9
+    lstm = next(m for m in decode_result["results"]["models"] if m["arch"] == "lstm")
+    assert {r["system"] for r in lstm["rows"]} == {"mt"}  # CTranslate2 has no recurrent models
