@@ -143,3 +143,45 @@ def test_smoke_study_end_to_end_then_skips_on_rerun(tmp_path: Path) -> None:
     assert sorted(p.parent for p in (out / "runs").rglob("study.json")) == runs
     assert not list((out / "runs").rglob("fit/version_1"))  # no fit ran again
     assert took < 60
+
+
+# ------------------------------------------------------------------------------- one run, faked
+
+
+def _fake_fit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str):
+    """A study with one run whose `mt fit` is a shell script (``body``; $RUN is its run folder)."""
+    from mt.study import runner
+
+    script = tmp_path / "fake-mt"
+    script.write_text(f'#!/bin/sh\nRUN=$(echo "$@" | sed "s/.*--run_dir \\([^ ]*\\).*/\\1/")\n{body}\n')
+    script.chmod(0o755)
+    monkeypatch.setattr(runner, "mt_executable", lambda: [str(script)])
+    study = load_study(SMOKE, tmp_path / "out")
+    run = runner.tuning_runs(study, study.experiments[0])[0]
+    return runner, study, run
+
+
+def test_a_nan_loss_is_recorded_as_diverged_and_not_rerun(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    body = ('mkdir -p $RUN/fit/version_0\n'
+            'printf "epoch,step,train/loss\\n0,1,5.0\\n0,2,nan\\n" > $RUN/fit/version_0/metrics.csv')
+    runner, study, run = _fake_fit(tmp_path, monkeypatch, body)
+    result = runner.execute(study, run)
+    assert result["status"] == "diverged" and run.done()
+    stamp = run.marker.stat().st_mtime_ns
+    assert runner.run_study(study, ["lstm"]) == 0  # seed 1 skipped, seed 2 diverges too: no crash
+    assert run.marker.stat().st_mtime_ns == stamp
+    assert json.loads((study.out / "runs" / "lstm" / "s2" / "study.json").read_text())["status"] == "diverged"
+
+
+def test_fit_exit_2_stops_the_study_with_its_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    runner, study, run = _fake_fit(tmp_path, monkeypatch, 'echo "mt: error: unknown key trainer.foo" >&2; exit 2')
+    with pytest.raises(runner.BadInput, match="unknown key trainer.foo"):
+        runner.execute(study, run)
+    assert not run.done()
+
+
+def test_a_signalled_fit_stops_the_study_and_leaves_the_run_to_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    runner, study, run = _fake_fit(tmp_path, monkeypatch, "exit 143")
+    assert runner.run_study(study, ["lstm"]) == 1
+    assert not run.done()
+    assert not (study.out / "runs" / "lstm" / "s2").exists()  # stopped, did not go on

@@ -26,6 +26,7 @@ import json
 import math
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -245,6 +246,15 @@ class BadInput(RuntimeError):
     """`mt fit` refused the command line (exit 2): the study cannot go on."""
 
 
+class Interrupted(RuntimeError):
+    """`mt fit` was stopped by a signal (Ctrl-C, SIGTERM of a job's time limit or requeue): the
+    study stops too, and the run resumes from its checkpoint next time."""
+
+
+#: Exit statuses of a fit stopped by a signal: 128 + SIGINT, SIGKILL, SIGTERM.
+SIGNALLED = (130, 137, 143)
+
+
 def execute(study: Study, run: Run) -> dict[str, Any]:
     """Train (or resume) one run and write its marker; returns the marker's content.
 
@@ -265,6 +275,8 @@ def execute(study: Study, run: Run) -> dict[str, Any]:
     tail = _tail(log)
     summary = summarize_metrics(read_metrics(run.run_dir))
     said_diverged = code != 0 and any(w in tail.lower() for w in DIVERGED_WORDS)
+    if code < 0 or code in SIGNALLED:
+        raise Interrupted(f"mt fit stopped by a signal (exit {code}); run the study again to resume it")
     if code == 2 and not said_diverged:
         errors = [line for line in tail.splitlines() if "error" in line.lower()]
         raise BadInput((errors or tail.splitlines() or [f"mt fit exited 2 (see {log})"])[-1].strip())
@@ -306,6 +318,10 @@ def run_study(study: Study, only: list[str] | None = None, dry_run: bool = False
     Raises :class:`BadInput` when mt fit refuses a command line.
     """
     experiments = [e for e in study.experiments if not only or e.name in only]
+    if hasattr(signal, "SIGUSR1") and not dry_run:
+        # SLURM's warning before the time limit (scripts/slurm/study.sbatch) is for the mt fit
+        # below, which checkpoints and requeues the job; it must not end this process first.
+        signal.signal(signal.SIGUSR1, lambda *_: None)
     failed = 0
     for experiment in experiments:
         if dry_run:
@@ -324,6 +340,9 @@ def run_study(study: Study, only: list[str] | None = None, dry_run: bool = False
             print(f"[study] {'resume' if run.run_dir.is_dir() else 'start '} {describe(run)} -> {run.run_dir}", flush=True)
             try:
                 result = execute(study, run)
+            except Interrupted as err:
+                print(f"[study] stopped {describe(run)}: {err}", flush=True)
+                return 1
             except RuntimeError as err:
                 if isinstance(err, BadInput):
                     raise
@@ -333,6 +352,10 @@ def run_study(study: Study, only: list[str] | None = None, dry_run: bool = False
             bleu = result["best_val_bleu"]
             shown = f"best val/bleu {bleu:.2f}" if bleu is not None else "no validation"
             print(f"[study] {result['status']} {describe(run)}: {shown} in {result['fit_seconds']:.0f} s", flush=True)
+    if dry_run:
+        n = len(study.experiments)
+        print(f"[study] {n} experiment(s); on SLURM, one array task each: "
+              f"sbatch --array=0-{n - 1} scripts/slurm/study.sbatch {study.path}")  # fmt: skip
     return 1 if failed else 0
 
 
