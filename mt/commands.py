@@ -343,8 +343,9 @@ def study(
     Args:
         config: the study file (configs/study/smoke.yaml, cpu.yaml, gpu.yaml).
         out: output folder (default: the file's out, else runs/study/{name}).
-        only: comma list of experiment names to run (the report covers every run done).
-        index: run only the experiment at this 0-based position (a job-array task id).
+        only: comma list of experiment names to run; no report then (--report_only writes it).
+        index: run only the experiment at this 0-based position (a job-array task id); no
+            report then.
         dry_run: print the runs and their mt fit command lines, train nothing.
         report_only: write the report from the runs done, train nothing.
         no_plots: skip the PNG plots.
