@@ -185,3 +185,25 @@ def test_a_signalled_fit_stops_the_study_and_leaves_the_run_to_resume(tmp_path: 
     assert runner.run_study(study, ["lstm"]) == 1
     assert not run.done()
     assert not (study.out / "runs" / "lstm" / "s2").exists()  # stopped, did not go on
+
+
+def test_an_interrupted_run_is_resumed_in_its_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    body = ('echo "$@" >> $RUN/args\nmkdir -p $RUN/fit/version_0\n'
+            'printf "epoch,step,train/loss,val/bleu\\n0,1,5.0,1.5\\n" > $RUN/fit/version_0/metrics.csv')
+    runner, study, run = _fake_fit(tmp_path, monkeypatch, body)
+    run.run_dir.mkdir(parents=True)  # a folder without study.json: a run that was stopped
+    assert runner.run_study(study, ["lstm"]) == 0
+    assert f"resume lstm seed=1 -> {run.run_dir}" in capsys.readouterr().out
+    assert "--ckpt_path last_or_new" in (run.run_dir / "args").read_text()
+    assert run.result()["best_val_bleu"] == 1.5
+
+
+def test_only_and_index_name_known_experiments(tmp_path: Path) -> None:
+    bad = _mt("study", "--config", str(SMOKE), "--out", str(tmp_path / "o"), "--only", "lstm,gruu", "--dry_run", "true")
+    assert bad.returncode == 2 and "--only: unknown experiment 'gruu'" in bad.stderr
+    bad = _mt("study", "--config", str(SMOKE), "--out", str(tmp_path / "o"), "--index", "3", "--dry_run", "true")
+    assert bad.returncode == 2 and "--index: 3 is not in 0..2" in bad.stderr
+    dry = _mt("study", "--config", str(SMOKE), "--out", str(tmp_path / "o"), "--index", "1", "--dry_run", "true")
+    assert dry.returncode == 0 and "rnn seed=1" in dry.stdout and "lstm seed=1" not in dry.stdout
+    assert not (tmp_path / "o" / "runs").exists()

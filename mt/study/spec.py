@@ -211,8 +211,7 @@ def _budget(value: Any, where: str) -> dict[str, Any]:
     return budget
 
 
-def _experiment(raw: Any, index: int, defaults: dict[str, Any], data: dict[str, DataSet],
-                root: Path) -> Experiment:  # fmt: skip
+def _experiment(raw: Any, index: int, defaults: dict[str, Any], data: dict[str, DataSet]) -> Experiment:
     where = f"experiments[{index}]"
     raw = _mapping(raw, where)
     _known(raw, EXPERIMENT_KEYS, where)
@@ -224,9 +223,7 @@ def _experiment(raw: Any, index: int, defaults: dict[str, Any], data: dict[str, 
     for key in ("config", "data", "budget", "seeds", "claims"):
         if key not in merged:
             raise StudyError(f"{where}.{key}: missing (here or under defaults)")
-    config = Path(str(merged["config"]))
-    if not config.is_absolute() and not config.is_file():
-        config = root / config if (root / config).is_file() else config
+    config = Path(str(merged["config"]))  # relative to the working directory, as for mt fit
     if not config.is_file():
         raise StudyError(f"{where}.config: no such file {merged['config']}")
     class_name, init_args = _model_class(config)
@@ -303,8 +300,7 @@ def load_study(path: str | Path, out: str | Path | None = None) -> Study:
     items = raw.get("experiments")
     if not isinstance(items, list) or not items:
         raise StudyError("experiments: a non-empty list of experiments")
-    root = Path.cwd()
-    experiments = tuple(_experiment(e, i, defaults, data, root) for i, e in enumerate(items))
+    experiments = tuple(_experiment(e, i, defaults, data) for i, e in enumerate(items))
     names = [e.name for e in experiments]
     if dup := sorted({n for n in names if names.count(n) > 1}):
         raise StudyError(f"experiments: the name {dup[0]!r} is used twice")
