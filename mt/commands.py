@@ -1,5 +1,5 @@
-"""`mt translate|evaluate|compare|benchmark|download|synthetic|gradients|export|average`: the jobs
-beside training, typed.
+"""`mt translate|evaluate|compare|benchmark|download|synthetic|gradients|export|average|study`:
+the jobs beside training, typed.
 
 jsonargparse builds each command's parser from its function's signature and docstring: the
 options, their types, defaults, allowed values (``Literal``) and ``--help``. ``mt --help`` lists
@@ -471,6 +471,63 @@ def average(
     return 0
 
 
+def study(
+    config: Path,
+    out: Path | None = None,
+    only: str | None = None,
+    index: int | None = None,
+    dry_run: bool = False,
+    report_only: bool = False,
+    no_plots: bool = False,
+) -> int:
+    """Run the claims study of a study file, then write its report (report.md, report.json, plots).
+
+    Every experiment x seed is an `mt fit` in its own run folder under {out}/runs; a run with its
+    marker (study.json) is skipped, any other resumes from its checkpoint (--ckpt_path
+    last_or_new), so the study can be finished in several sittings or spread over a job array
+    (--index $SLURM_ARRAY_TASK_ID runs one experiment). The study file is checked before any
+    training: a bad key is one line naming it, exit 2. See configs/study/ and mt/study/.
+
+    Args:
+        config: the study file (configs/study/smoke.yaml, cpu.yaml, gpu.yaml).
+        out: output folder (default: the file's out, else runs/study/{name}).
+        only: comma list of experiment names to run; no report then (--report_only writes it).
+        index: run only the experiment at this 0-based position (a job-array task id); no
+            report then.
+        dry_run: print the runs and their mt fit command lines, train nothing.
+        report_only: write the report from the runs done, train nothing.
+        no_plots: skip the PNG plots.
+    """
+    from mt.study.report import pending_runs, write_report
+    from mt.study.runner import BadInput, run_study
+    from mt.study.spec import StudyError, load_study
+
+    try:
+        spec = load_study(config, out)
+        names = _comma_list(only) or []
+        known = [e.name for e in spec.experiments]
+        if unknown := [n for n in names if n not in known]:
+            raise StudyError(f"--only: unknown experiment {unknown[0]!r} (known: {', '.join(known)})")
+        if index is not None:
+            if not 0 <= index < len(known):
+                raise StudyError(f"--index: {index} is not in 0..{len(known) - 1}")
+            names.append(known[index])
+        status = 0 if report_only else run_study(spec, names or None, dry_run=dry_run)
+    except (StudyError, BadInput) as err:
+        print(f"mt study: error: {err}", file=sys.stderr)
+        return BAD_INPUT
+    if dry_run:
+        return 0
+    if names and not report_only:
+        print(f"[study] {pending_runs(spec)} run(s) of the study still to do; "
+              f"`mt study --config {config} --report_only` writes the report of those done")  # fmt: skip
+        return status
+    command = f"mt study --config {config}" + (f" --out {out}" if out else "")
+    write_report(spec, command, plots=not no_plots)
+    print(f"[study] report: {spec.out / 'report.md'}")
+    return status
+
+
 def benchmark_common(
     smoke: bool = False,
     out: Path | None = None,
@@ -660,6 +717,7 @@ COMMANDS: dict[str, Callable[..., Any]] = {
     "gradients": gradients,
     "export": export,
     "average": average,
+    "study": study,
 }
 #: Parameters that are not options (passed by callers in Python).
 _NOT_OPTIONS = {"loader"}

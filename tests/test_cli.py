@@ -533,7 +533,7 @@ def test_benchmark_and_download_exit_status(tiny_corpus: Path, tmp_path: Path) -
 def test_every_command_has_typed_help() -> None:
     listed = mt("--help").stdout
     for command in ("translate", "evaluate", "compare", "benchmark", "download", "synthetic",
-                    "gradients", "export", "average"):
+                    "gradients", "export", "average", "study"):
         assert command in listed
         out = mt(command, "--help").stdout
         assert out.startswith(f"usage: mt {command}")

@@ -1,0 +1,209 @@
+"""`mt study`: the study file's checks (exit 2, one line), the statistics behind the verdicts, and
+the smoke scale end to end through the installed `mt` (runs, report, skip on rerun)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mt.study import claims as cl
+from mt.study.runner import summarize_metrics
+from mt.study.spec import StudyError, load_study
+
+ROOT = Path(__file__).resolve().parents[1]
+MT = Path(sys.executable).with_name("mt")
+SMOKE = ROOT / "configs" / "study" / "smoke.yaml"
+
+
+def _mt(*args: str, cwd: Path = ROOT, timeout: float = 1200) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([str(MT), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _write(tmp_path: Path, study: dict) -> Path:
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(study))
+    return path
+
+
+def _smoke() -> dict:
+    return yaml.safe_load(SMOKE.read_text())
+
+
+# ------------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (lambda s: s["experiments"][0].update(config="configs/nope.yaml"), "experiments[0] (lstm).config"),
+        (lambda s: s["experiments"][1].update(cell="lstmx"), "experiments[1] (rnn).cell"),
+        (lambda s: s["experiments"][2].update(cell="gru"), "experiments[2] (transformer).cell"),
+        (lambda s: s["experiments"][0].update(seeds=[0, 1]), "experiments[0] (lstm).seeds"),
+        (lambda s: s["experiments"][0].update(lrr=0.1), "experiments[0].lrr: unknown key"),
+        (lambda s: s["defaults"].update(budgett={}), "defaults.budgett: unknown key"),
+        (lambda s: s["data"].update(m30k={"data_dir": "/nonexistent"}), "data.m30k.train_split"),
+        (lambda s: s["experiments"][0].update(lr=[0.1, 0.2]), "claim 1 compares experiments with unequal"),
+        (lambda s: s["experiments"][0].update(data="nope"), "experiments[0] (lstm).data"),
+        (lambda s: s["experiments"][0].update(overrides={"trainr.x": 1}), "overrides.trainr.x"),
+    ],
+)
+def test_load_study_names_the_bad_key(tmp_path: Path, change, named: str) -> None:
+    study = _smoke()
+    change(study)
+    with pytest.raises(StudyError, match=None) as err:
+        load_study(_write(tmp_path, study), tmp_path / "out")
+    assert named in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_bad_study_exits_2_with_one_line_and_trains_nothing(tmp_path: Path) -> None:
+    study = _smoke()
+    study["experiments"][0]["seeds"] = [0]
+    result = _mt("study", "--config", str(_write(tmp_path, study)), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "experiments[0] (lstm).seeds" in lines[0]
+    assert not (tmp_path / "out").exists()
+    missing = _mt("study", "--config", str(tmp_path / "missing.yaml"))
+    assert missing.returncode == 2 and "no such study file" in missing.stderr
+
+
+# ------------------------------------------------------------------------------- statistics
+
+
+def test_welch_interval_matches_a_hand_computation() -> None:
+    # a = [1, 2, 3] (mean 2, var 1), b = [0, 0, 0] (var 0): se = sqrt(1/3), df = 2, t = 4.303
+    d, lo, hi = cl.welch([1.0, 2.0, 3.0], [0.0, 0.0, 0.0])
+    assert d == pytest.approx(2.0)
+    assert hi - d == pytest.approx(4.303 * (1 / 3) ** 0.5, rel=1e-3)
+    assert cl.welch([1.0], [0.0, 1.0]) is None
+
+
+def test_verdicts_follow_the_stated_rule() -> None:
+    assert cl.verdict((1.0, 0.2, 1.8), +1) == "supported"
+    assert cl.verdict((1.0, 0.2, 1.8), -1) == "contradicted"
+    assert cl.verdict((0.5, -0.2, 1.2), +1) == "inconclusive at this scale"
+    assert cl.verdict(None, +1) == "inconclusive at this scale"
+    assert cl.verdict((0.1, -0.5, 0.7), 0, margin=1.0) == "supported"
+    assert cl.verdict((3.0, 2.0, 4.0), 0, margin=1.0) == "contradicted"
+    assert cl.verdict((0.5, -0.5, 1.5), 0, margin=1.0) == "inconclusive at this scale"
+
+
+def test_newcombe_interval_of_diverged_shares() -> None:
+    d, lo, hi = cl.newcombe(3, 3, 0, 3)
+    assert d == 1.0 and 0 < lo < 1 and hi == pytest.approx(1.0)
+    d, lo, hi = cl.newcombe(0, 3, 0, 3)
+    assert d == 0 and lo < 0 < hi
+
+
+def test_a_non_finite_loss_is_seen_and_gradients_not_logged_stay_none() -> None:
+    rows = [{"step": 1, "train/loss": 5.0}, {"step": 2, "train/loss": float("nan")}]
+    summary = summarize_metrics(rows)
+    assert summary["non_finite_loss"] is True
+    assert summary["grad_norm_max"] is None and summary["clipped_fraction"] is None
+    logged = summarize_metrics([{"step": 1, "train/loss": 1.0, "train/grad_norm": 2.0, "train/clipped": 1.0}])
+    assert logged["grad_norm_max"] == 2.0 and logged["clipped_fraction"] == 1.0
+
+
+# ------------------------------------------------------------------------------- end to end
+
+
+def test_smoke_study_end_to_end_then_skips_on_rerun(tmp_path: Path) -> None:
+    out = tmp_path / "smoke"
+    first = _mt("study", "--config", str(SMOKE), "--out", str(out))
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    report = json.loads((out / "report.json").read_text())
+    md = (out / "report.md").read_text()
+    assert "| # | claim | experiment | effect | measured (95% interval) | verdict |" in md
+    assert {row["claim"] for row in report["claims"]} == {1, 2, 5}
+    for row in report["claims"]:
+        assert row["verdict"] in ("supported", "contradicted", "inconclusive at this scale")
+    # the transformer has one seed: no interval, so no verdict but inconclusive
+    long_row = next(r for r in report["claims"] if r["claim"] == 5)
+    assert long_row["estimate"] is None and long_row["verdict"] == "inconclusive at this scale"
+    assert "not logged" in md  # no gradient instrument in these runs
+    runs = sorted(p.parent for p in (out / "runs").rglob("study.json"))
+    assert len(runs) == 5
+    assert all((r / "eval-test.json").is_file() for r in runs)
+    assert list(out.glob("*.png"))
+
+    start = time.monotonic()
+    second = _mt("study", "--config", str(SMOKE), "--out", str(out))
+    took = time.monotonic() - start
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert second.stdout.count("[study] skip") == 5 and "[study] start" not in second.stdout
+    assert sorted(p.parent for p in (out / "runs").rglob("study.json")) == runs
+    assert not list((out / "runs").rglob("fit/version_1"))  # no fit ran again
+    assert took < 60
+
+
+# ------------------------------------------------------------------------------- one run, faked
+
+
+def _fake_fit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str):
+    """A study with one run whose `mt fit` is a shell script (``body``; $RUN is its run folder)."""
+    from mt.study import runner
+
+    script = tmp_path / "fake-mt"
+    script.write_text(f'#!/bin/sh\nRUN=$(echo "$@" | sed "s/.*--run_dir \\([^ ]*\\).*/\\1/")\n{body}\n')
+    script.chmod(0o755)
+    monkeypatch.setattr(runner, "mt_executable", lambda: [str(script)])
+    study = load_study(SMOKE, tmp_path / "out")
+    run = runner.tuning_runs(study, study.experiments[0])[0]
+    return runner, study, run
+
+
+def test_a_nan_loss_is_recorded_as_diverged_and_not_rerun(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    body = ('mkdir -p $RUN/fit/version_0\n'
+            'printf "epoch,step,train/loss\\n0,1,5.0\\n0,2,nan\\n" > $RUN/fit/version_0/metrics.csv')
+    runner, study, run = _fake_fit(tmp_path, monkeypatch, body)
+    result = runner.execute(study, run)
+    assert result["status"] == "diverged" and run.done()
+    stamp = run.marker.stat().st_mtime_ns
+    assert runner.run_study(study, ["lstm"]) == 0  # seed 1 skipped, seed 2 diverges too: no crash
+    assert run.marker.stat().st_mtime_ns == stamp
+    assert json.loads((study.out / "runs" / "lstm" / "s2" / "study.json").read_text())["status"] == "diverged"
+
+
+def test_fit_exit_2_stops_the_study_with_its_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    runner, study, run = _fake_fit(tmp_path, monkeypatch, 'echo "mt: error: unknown key trainer.foo" >&2; exit 2')
+    with pytest.raises(runner.BadInput, match="unknown key trainer.foo"):
+        runner.execute(study, run)
+    assert not run.done()
+
+
+def test_a_signalled_fit_stops_the_study_and_leaves_the_run_to_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    runner, study, run = _fake_fit(tmp_path, monkeypatch, "exit 143")
+    assert runner.run_study(study, ["lstm"]) == 1
+    assert not run.done()
+    assert not (study.out / "runs" / "lstm" / "s2").exists()  # stopped, did not go on
+
+
+def test_an_interrupted_run_is_resumed_in_its_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    body = ('echo "$@" >> $RUN/args\nmkdir -p $RUN/fit/version_0\n'
+            'printf "epoch,step,train/loss,val/bleu\\n0,1,5.0,1.5\\n" > $RUN/fit/version_0/metrics.csv')
+    runner, study, run = _fake_fit(tmp_path, monkeypatch, body)
+    run.run_dir.mkdir(parents=True)  # a folder without study.json: a run that was stopped
+    assert runner.run_study(study, ["lstm"]) == 0
+    assert f"resume lstm seed=1 -> {run.run_dir}" in capsys.readouterr().out
+    assert "--ckpt_path last_or_new" in (run.run_dir / "args").read_text()
+    assert run.result()["best_val_bleu"] == 1.5
+
+
+def test_only_and_index_name_known_experiments(tmp_path: Path) -> None:
+    bad = _mt("study", "--config", str(SMOKE), "--out", str(tmp_path / "o"), "--only", "lstm,gruu", "--dry_run", "true")
+    assert bad.returncode == 2 and "--only: unknown experiment 'gruu'" in bad.stderr
+    bad = _mt("study", "--config", str(SMOKE), "--out", str(tmp_path / "o"), "--index", "3", "--dry_run", "true")
+    assert bad.returncode == 2 and "--index: 3 is not in 0..2" in bad.stderr
+    dry = _mt("study", "--config", str(SMOKE), "--out", str(tmp_path / "o"), "--index", "1", "--dry_run", "true")
+    assert dry.returncode == 0 and "rnn seed=1" in dry.stdout and "lstm seed=1" not in dry.stdout
+    assert not (tmp_path / "o" / "runs").exists()
