@@ -9,7 +9,7 @@ threads=${*:-1 2}
 out=runs/threads; mkdir -p $out
 printf "threads\tworkers\ttokens_per_s\tsteps\n" > $out/summary.tsv
 for t in $threads; do
-  for w in 0 1 2; do
+  for w in 0 1; do
     dir=$out/t$t-w$w; rm -rf "$dir"
     OMP_NUM_THREADS=$t WANDB_MODE=disabled mt fit --config "$config" --run_dir "$dir" \
       --trainer.max_steps 80 --trainer.limit_val_batches 0 --data.num_workers $w > "$dir.log" 2>&1
