@@ -9,7 +9,7 @@ out=runs/parity
 for seed in 1 2 3; do
   for precision in 32-true bf16-mixed; do
     dir=$out/$model-$precision-s$seed
-    if grep -qs "val/bleu" "$dir"/fit/metrics.csv 2>/dev/null || ls "$dir"/fit/*/metrics.csv >/dev/null 2>&1 && grep -qs "val/bleu" "$dir"/fit/*/metrics.csv; then
+    if grep -qs "val/bleu" "$dir"/fit/*/metrics.csv; then
       echo "done: $dir"; continue
     fi
     rm -rf "$dir"
