@@ -65,7 +65,7 @@ from mt.data import (
     encode_corpus,
 )
 from mt.module import Seq2SeqModule
-from mt.precision import BF16, FP32, cpu_supports_bf16, resolve_precision
+from mt.precision import BF16, FP32, cpu_supports_bf16, read_cpuinfo, resolve_precision
 from mt.search import beam_search, greedy_search
 from mt.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, train_tokenizer
 
@@ -90,13 +90,7 @@ SMALL_CONFIGS = (
 
 def cpu_model() -> str:
     """The CPU's model name from /proc/cpuinfo (``platform.processor()`` elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+    return read_cpuinfo().model or platform.processor() or "unknown CPU"
 
 
 #: The /proc/cpuinfo flags that matter for bf16 and wide vector arithmetic.
@@ -107,14 +101,7 @@ SIMD_FLAGS = (
 
 def cpu_flags() -> list[str]:
     """Which of :data:`SIMD_FLAGS` this CPU lists in /proc/cpuinfo (empty elsewhere)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace")
-    except OSError:
-        return []
-    listed = set()
-    for line in text.splitlines():
-        if line.startswith(("flags", "Features")):
-            listed.update(line.split(":", 1)[-1].split())
+    listed = read_cpuinfo().flags
     return [flag for flag in SIMD_FLAGS if flag in listed]
 
 

@@ -18,16 +18,49 @@ loss scaling (it has float32's exponent range).
 
 from __future__ import annotations
 
+import functools
 import platform
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-__all__ = ["cpu_supports_bf16", "resolve_precision"]
+__all__ = ["CpuInfo", "cpu_supports_bf16", "read_cpuinfo", "resolve_precision"]
 
 BF16 = "bf16-mixed"
 FP32 = "32-true"
 CPUINFO = Path("/proc/cpuinfo")
+
+
+@dataclass(frozen=True)
+class CpuInfo:
+    """What /proc/cpuinfo says about this machine's CPU (the first processor's entries)."""
+
+    model: str | None  # "model name" (x86); None where it is not listed
+    flags: frozenset[str]  # "flags" (x86) or "Features" (Arm)
+
+
+def read_cpuinfo(path: Path | None = None) -> CpuInfo:
+    """The model name and feature flags in ``path`` (default :data:`CPUINFO`); empty where the
+    file cannot be read (not Linux). Each file is read once per process."""
+    return _parse_cpuinfo(path or CPUINFO)
+
+
+@functools.lru_cache(maxsize=4)
+def _parse_cpuinfo(path: Path) -> CpuInfo:
+    try:
+        text = path.read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return CpuInfo(None, frozenset())
+    model, flags = None, set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "model name" and model is None:
+            model = value.strip()
+        elif key in ("flags", "Features"):
+            flags.update(value.split())
+    return CpuInfo(model, frozenset(flags))
 
 
 def cpu_supports_bf16() -> bool:
@@ -37,15 +70,8 @@ def cpu_supports_bf16() -> bool:
         # torch's own CPUID probes (private but stable since torch 2.1); no /proc parsing needed.
         probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
         return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
-    if machine in {"aarch64", "arm64"}:
-        try:  # Linux lists the Arm BF16 extension as the "bf16" feature flag.
-            text = CPUINFO.read_text(encoding="ascii", errors="replace")
-        except OSError:
-            return False
-        return any(
-            line.startswith("Features") and "bf16" in line.split(":", 1)[-1].split()
-            for line in text.splitlines()
-        )
+    if machine in {"aarch64", "arm64"}:  # Linux lists the Arm BF16 extension as "bf16"
+        return "bf16" in read_cpuinfo().flags
     return False
 
 

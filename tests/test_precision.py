@@ -37,3 +37,22 @@ def test_arm_bf16_flag_is_read_from_cpuinfo(monkeypatch, tmp_path, features, exp
     monkeypatch.setattr(precision, "CPUINFO", cpuinfo)
     monkeypatch.setattr(precision.platform, "machine", lambda: "aarch64")
     assert precision.cpu_supports_bf16() is expected
+
+
+def test_cpuinfo_gives_model_and_flags_to_every_reader(monkeypatch, tmp_path):
+    """One parse of /proc/cpuinfo serves precision and the benchmarks' environment record."""
+    from mt import benchmark
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(
+        "processor\t: 0\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu avx2 fma avx512_bf16 sse\n\n"
+        "processor\t: 1\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu avx2 fma avx512_bf16 sse\n"
+    )
+    info = precision.read_cpuinfo(cpuinfo)
+    assert info.model == "AMD EPYC 9R14"
+    assert info.flags == {"fpu", "avx2", "fma", "avx512_bf16", "sse"}
+    monkeypatch.setattr(precision, "CPUINFO", cpuinfo)
+    assert benchmark.cpu_model() == "AMD EPYC 9R14"
+    assert benchmark.cpu_flags() == ["avx2", "fma", "avx512_bf16"]  # SIMD_FLAGS' order
+    missing = precision.read_cpuinfo(tmp_path / "none")
+    assert missing.model is None and missing.flags == frozenset()
