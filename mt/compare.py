@@ -67,7 +67,6 @@ __all__ = [
     "main",
     "read_training_logs",
     "write_plots",
-    "write_report_md",
 ]
 
 #: ThroughputMonitor columns averaged over the logged windows of a run's metrics.csv files.
@@ -370,7 +369,7 @@ def compare(
     for a, b in combinations(range(len(models)), 2):
         name_a, name_b = models[a]["name"], models[b]["name"]
         result = paired_bootstrap(
-            src, hyps_of[name_a], hyps_of[name_b], refs, n_bootstrap=n_bootstrap, seed=seed
+            hyps_of[name_a], hyps_of[name_b], refs, n_bootstrap=n_bootstrap, seed=seed
         )
         paired.append({"baseline": name_a, "system": name_b, **result.to_dict()})
 
@@ -636,11 +635,6 @@ def format_report_md(report: dict[str, Any]) -> str:
         md += ["", "## Plots", ""]
         md += [f"![{Path(p).stem}]({p})" for p in report["plots"]]
     return "\n".join(md) + "\n"
-
-
-def write_report_md(report: dict[str, Any], path: str | Path) -> None:
-    """Write :func:`format_report_md` of ``report`` to ``path``."""
-    Path(path).write_text(format_report_md(report), encoding="utf-8")
 
 
 # --------------------------------------------------------------------------------------------

@@ -721,11 +721,6 @@ class TranslationDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self._loader("test")
 
-    def reference_lines(self, stage: str) -> list[str]:
-        """The raw target lines of a split, in file order (what BLEU is computed against)."""
-        tgt = self.datasets[stage].tgt
-        return [tgt.text(i) for i in range(len(tgt))]
-
     def source_lines(self, stage: str) -> list[str]:
         src = self.datasets[stage].src
         return [src.text(i) for i in range(len(src))]

@@ -396,7 +396,6 @@ class PairedResult:
 
 
 def paired_bootstrap(
-    src_or_none: Sequence[str] | None,
     hyps_a: Sequence[str],
     hyps_b: Sequence[str],
     refs: Sequence[str],
@@ -417,9 +416,6 @@ def paired_bootstrap(
     from sacreBLEU: for two identical systems every ``d_i`` is 0, so p is ``1/(B+1)``; the
     test is only meaningful for systems that differ.)
 
-    ``src_or_none`` is not used by BLEU; it is accepted for API symmetry with source-aware
-    metrics and, when given, must be as long as the hypotheses.
-
     Raises:
         ValueError: on length mismatch, empty input or ``n_bootstrap < 1``.
     """
@@ -428,11 +424,6 @@ def paired_bootstrap(
         raise ValueError(
             f"system B and references differ in length: "
             f"{len(hyps_b)} hypotheses vs {len(refs)} references"
-        )
-    if src_or_none is not None and len(src_or_none) != len(refs):
-        raise ValueError(
-            f"source and references differ in length: "
-            f"{len(src_or_none)} source vs {len(refs)} references"
         )
     if n_bootstrap < 1:
         raise ValueError(f"n_bootstrap must be >= 1, got {n_bootstrap}")

@@ -75,9 +75,6 @@ class Tokenizer:
         """Subword ids of each line, without BOS/EOS."""
         return self._sp.encode(list(lines), out_type=int, num_threads=num_threads)
 
-    def encode_pieces(self, line: str) -> list[str]:
-        return self._sp.encode(line, out_type=str)
-
     def decode(self, ids: Sequence[Sequence[int]]) -> list[str]:
         """Detokenize id sequences; special ids (pad, bos, eos) are dropped and decoding stops at
         the first EOS, so raw search output can be passed as it is."""

@@ -486,16 +486,6 @@ class TransformerState:
         """R, the number of rows."""
         return self.memory_pad_mask.size(0) * self.group
 
-    def self_kv(self, layer: int) -> KeyValue:
-        """Layer ``layer``'s self-attention keys and values so far, each (R, H, t, Dh)."""
-        if self.cache is None:
-            width = self.cross_kv[layer][0]  # (M, H, S, Dh)
-            empty = width.new_empty(self.rows, width.size(1), 0, width.size(3))
-            return empty, empty
-        self.check_current()
-        k_buf, v_buf = self.cache.layer(layer)
-        return k_buf[: self.step].permute(1, 2, 0, 3), v_buf[: self.step].permute(1, 2, 0, 3)
-
     def check_current(self) -> None:
         """Raise unless this is the newest state of its decoding (the cache holds its keys)."""
         if self.cache is not None and self.cache.version != self.version:

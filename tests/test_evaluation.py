@@ -356,7 +356,7 @@ def test_paired_bootstrap_matches_sacrebleu(monkeypatch):
         n_samples=1000,
     )()
     base, sys_ = scores["BLEU"]
-    res = paired_bootstrap(None, hyp_a, hyp_b, ref, n_bootstrap=1000, seed=12345)
+    res = paired_bootstrap(hyp_a, hyp_b, ref, n_bootstrap=1000, seed=12345)
     assert res.bleu_a == pytest.approx(base.score, abs=1e-9)
     assert res.bleu_b == pytest.approx(sys_.score, abs=1e-9)
     assert res.delta == pytest.approx(sys_.score - base.score, abs=1e-9)
@@ -371,19 +371,19 @@ def test_paired_bootstrap_matches_sacrebleu(monkeypatch):
 
 def test_paired_bootstrap_sanity():
     _, hyp, ref = synth(200, seed=5)
-    same = paired_bootstrap(None, hyp, hyp, ref, n_bootstrap=300)
+    same = paired_bootstrap(hyp, hyp, ref, n_bootstrap=300)
     assert same.delta == 0.0 and same.ci_a == same.ci_b
     assert same.ci_a[0] <= same.bleu_a <= same.ci_a[1]
     # Nearly identical systems: no significant difference.
-    close = paired_bootstrap(None, hyp, hyp[:-1] + ref[-1:], ref, n_bootstrap=300)
+    close = paired_bootstrap(hyp, hyp[:-1] + ref[-1:], ref, n_bootstrap=300)
     assert 0 < close.delta < 1.0 and close.p_value > 0.05
-    better = paired_bootstrap(None, hyp, ref, ref, n_bootstrap=300)
+    better = paired_bootstrap(hyp, ref, ref, n_bootstrap=300)
     assert better.bleu_b == pytest.approx(100.0) and better.delta > 0
     assert better.p_value == pytest.approx(1 / 301)
-    again = paired_bootstrap(None, hyp, ref, ref, n_bootstrap=300)
+    again = paired_bootstrap(hyp, ref, ref, n_bootstrap=300)
     assert again == better  # deterministic under the seed
-    with pytest.raises(ValueError, match="source"):
-        paired_bootstrap(["x"], hyp, hyp, ref)
+    with pytest.raises(ValueError, match="system B"):
+        paired_bootstrap(hyp, hyp[:-1], ref)
 
 
 # ------------------------------------------------------------------ stress set

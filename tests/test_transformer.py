@@ -86,13 +86,13 @@ def test_shapes_and_dtypes() -> None:
     state = model.encode(src, src_pad_mask)
     assert len(state.cross_kv) == 2 and state.rows == 3 and state.group == 1
     assert state.cross_kv[0][0].shape == (3, 2, src.size(1), 16)  # (B, H, S, Dh)
-    assert state.self_kv(0)[0].shape == (3, 2, 0, 16)  # empty cache
     assert model.decode(tgt_in, state).shape == (3, tgt_in.size(1), VOCAB)
     assert model(src, src_pad_mask, tgt_in).shape == (3, tgt_in.size(1), VOCAB)
     log_probs, new_state = model.decode_step(torch.full((3,), BOS_ID), state)
     assert log_probs.shape == (3, VOCAB) and log_probs.dtype == torch.float32
     assert torch.allclose(log_probs.exp().sum(-1), torch.ones(3))
-    assert new_state.self_kv(1)[1].shape == (3, 2, 1, 16)
+    _, values = new_state.cache.layer(1)  # (T, R, H, Dh) buffers, the first `step` positions used
+    assert new_state.step == 1 and values[: new_state.step].shape == (1, 3, 2, 16)
     assert state.step == 0 and state.cache is None  # a step-0 state holds no buffer
 
 
