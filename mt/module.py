@@ -117,7 +117,9 @@ class Seq2SeqModule(L.LightningModule):
     ) -> None:
         super().__init__()
         if type(self) is Seq2SeqModule:
-            raise TypeError("Seq2SeqModule is abstract: use mt.LSTMSeq2Seq or mt.TransformerSeq2Seq")
+            raise TypeError(
+                "Seq2SeqModule is abstract: use mt.RNNSeq2Seq (or mt.LSTMSeq2Seq) or mt.TransformerSeq2Seq"
+            )
         key = "model.init_args."
         require(key + "label_smoothing", label_smoothing, 0 <= label_smoothing < 1, "in [0, 1)")
         require(key + "beam_size", beam_size, beam_size >= 1, ">= 1")

@@ -552,3 +552,21 @@ def test_synthetic_defaults_are_the_spec_defaults() -> None:
     assert parse_bands(defaults.pop("test_bands")) == spec.test_bands
     defaults.pop("out")
     assert defaults == {k: getattr(spec, k) for k in defaults}
+
+
+def test_package_exports_the_public_classes_lazily() -> None:
+    """`from mt import TransformerSeq2Seq, ...` works, and `import mt` alone loads no torch (the
+    `mt` command's help stays fast)."""
+    code = (
+        "import sys, mt\n"
+        "assert 'torch' not in sys.modules, 'import mt loaded torch'\n"
+        "from mt.data import TranslationDataModule\n"
+        "from mt.lstm import LSTMSeq2Seq\n"
+        "from mt.transformer import TransformerSeq2Seq\n"
+        "from mt.translate import Translator\n"
+        "assert (mt.TranslationDataModule, mt.LSTMSeq2Seq, mt.TransformerSeq2Seq, mt.Translator) == "
+        "(TranslationDataModule, LSTMSeq2Seq, TransformerSeq2Seq, Translator)\n"
+        "assert all(getattr(mt, name).__name__ == name for name in mt.__all__)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
