@@ -55,6 +55,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from mt.commands import UsageError
 from mt.data import (
     Batch,
     EncodedCorpus,
@@ -1563,7 +1564,7 @@ def _apply_defaults(args: argparse.Namespace, device: torch.device) -> list[str]
         if args.repeats is None:
             args.repeats = 1 if args.smoke else 3
         if args.repeats < 1:
-            raise SystemExit(f"--repeats must be >= 1, got {args.repeats}")
+            raise UsageError(f"--repeats must be >= 1, got {args.repeats}")
         if args.sentences is not None:
             reduced.append(f"decode: first {args.sentences} sentences of the test split")
         if args.kv_sentences is not None:
@@ -1597,14 +1598,14 @@ def _length_defaults(args: argparse.Namespace, gpu: bool) -> None:
     if args.precision is None:  # what `--trainer.precision null` chooses on this device
         args.precision = resolve_precision(None, "gpu" if gpu else "cpu")[0]
     if min(args.lengths) < 2 or args.decode_src_len < 2:
-        raise SystemExit("--lengths and --decode_src_len must be >= 2 (a token and EOS)")
+        raise UsageError("--lengths and --decode_src_len must be >= 2 (a token and EOS)")
     if args.steps < 1 or args.warmup < 0 or args.max_tokens < 1 or args.decode_sentences < 1:
-        raise SystemExit("--steps, --max_tokens and --decode_sentences must be >= 1, --warmup >= 0")
+        raise UsageError("--steps, --max_tokens and --decode_sentences must be >= 1, --warmup >= 0")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``mt benchmark data|decode|train`` (options: :mod:`mt.commands`); returns the exit
-    code; bad arguments are ``SystemExit(2)``."""
+    """Run ``mt benchmark data|decode|train|length`` (options: :mod:`mt.commands`); returns the
+    exit status (2: bad input); a bad command line is ``SystemExit(2)``."""
     from mt.commands import run_command
 
     return run_command("benchmark", argv)

@@ -10,9 +10,12 @@ aliases of the same functions, so existing command lines keep working:
 * a flag given alone (``--quiet``) is ``--quiet true``;
 * a list option takes its values one by one (``--checkpoints a b``) or as one list (``[a,b]``).
 
-A bad command line (an unknown option, a wrong type, a value outside the allowed ones) is one
-``mt {command}: error: ...`` line and exit status 2; bad input files are the commands' own
-one-line ``error: ...`` and exit status 1, as before.
+Every job fails the same way: one line ``mt {command}: error: ...`` on stderr. Bad input, i.e.
+a bad command line (an unknown option, a wrong type, a value outside the allowed ones, options
+that do not go together) or a missing or malformed input file, exits with status 2
+(:data:`BAD_INPUT`); a job raises :class:`UsageError` for it and :func:`run_command` prints it.
+Other failures (the network, a full disk) raise :class:`JobError`: the same line, exit status 1.
+(``mt translate`` prints its own errors, ``error: ...``, in :func:`mt.translate.run`.)
 """
 
 from __future__ import annotations
@@ -36,8 +39,18 @@ Device = Literal["auto", "cpu", "cuda"]
 BAD_INPUT = 2
 
 
-class UsageError(ValueError):
-    """Option values that parse but do not go together (``--nbest`` above ``--beam_size``)."""
+class JobError(Exception):
+    """A job cannot go on: :func:`run_command` prints ``mt {command}: error: <message>`` (on one
+    line) and returns :attr:`exit_status`."""
+
+    exit_status = 1
+
+
+class UsageError(JobError, ValueError):
+    """Bad input: option values that parse but do not go together (``--nbest`` above
+    ``--beam_size``), or a missing or malformed input file; exit status :data:`BAD_INPUT`."""
+
+    exit_status = BAD_INPUT
 
 
 # --------------------------------------------------------------------------------------------
@@ -174,9 +187,8 @@ def evaluate(
     args = argparse.Namespace(**_with_bucket_defaults(_options(locals(), skip=("evaluate_cli",))))
     try:
         evaluate_cli.run(args)
-    except evaluate_cli.InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return BAD_INPUT
+    except evaluate_cli.InputError as err:
+        raise UsageError(str(err)) from err
     return 0
 
 
@@ -226,8 +238,7 @@ def compare(
             **options,
         )  # fmt: skip
     except cmp.InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return BAD_INPUT
+        raise UsageError(str(err)) from err
     for m in report["models"]:
         s = m["scores"]
         print(
@@ -288,15 +299,12 @@ def download(
             report.extend(
                 corpora.fetch_sacrebleu_test_set(sacrebleu_test_set, langpair, out, **common)
             )
-    except corpora.DataError as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return BAD_INPUT
-    except OSError as exc:  # what the library did not anticipate (network, disk)
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 1
+    except corpora.DataError as err:
+        raise UsageError(str(err)) from err
+    except OSError as err:  # what the library did not anticipate (network, disk)
+        raise JobError(str(err)) from err
     except KeyboardInterrupt:
-        print("error: interrupted (no partial files were left in place)", file=sys.stderr)
-        return 1
+        raise JobError("interrupted (no partial files were left in place)") from None
     print(f"done: {report.summary()} -> {os.fspath(out)}")
     return 0
 
@@ -348,8 +356,7 @@ def gradients(
         gr.run(checkpoint or [], config or [], input, reference, out, at_init=at_init,
                sentences=sentences, batch_size=batch_size, seed=seed, device=device)  # fmt: skip
     except gr.GradientInputError as err:
-        print(f"mt gradients: error: {one_line(str(err))}", file=sys.stderr)
-        return BAD_INPUT
+        raise UsageError(str(err)) from err
     return 0
 
 
@@ -388,11 +395,9 @@ def synthetic(
         )  # fmt: skip
         counts = write_corpus(out, spec)
     except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return BAD_INPUT
+        raise UsageError(str(err)) from err
     except OSError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        raise JobError(str(err)) from err
     for name, n in counts.items():
         print(f"{out}/{name}.{{src,tgt}}: {n} lines")
     return 0
@@ -429,8 +434,7 @@ def export(
         model = load_checkpoint(checkpoint)
         path = export_ctranslate2(model, out, quantization, force, source=checkpoint)
     except (ExportError, CheckpointError) as err:
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
-        return BAD_INPUT
+        raise UsageError(str(err)) from err
     print(f"exported {checkpoint} ({format}, weights {quantization}) -> {path}")
     return 0
 
@@ -465,8 +469,7 @@ def average(
         files = checkpoints if checkpoints is not None else last_checkpoints(run_dir, last)
         path = average_checkpoints(list(files), out, force)
     except ExportError as err:
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
-        return BAD_INPUT
+        raise UsageError(str(err)) from err
     print(f"averaged {len(files)} checkpoints -> {path}")
     return 0
 
@@ -514,8 +517,7 @@ def study(
             names.append(known[index])
         status = 0 if report_only else run_study(spec, names or None, dry_run=dry_run)
     except (StudyError, BadInput) as err:
-        print(f"mt study: error: {err}", file=sys.stderr)
-        return BAD_INPUT
+        raise UsageError(str(err)) from err
     if dry_run:
         return 0
     if names and not report_only:
@@ -847,8 +849,10 @@ def one_line(message: str) -> str:
 def run_command(name: str, argv: Sequence[str] | None = None, **extra: Any) -> int:
     """Parse ``argv`` for ``mt {name}`` and run it; returns the exit status.
 
-    Usage errors are one line and ``SystemExit(2)``; ``extra`` goes to the function unparsed
-    (``loader`` of :func:`translate`).
+    A bad command line is one line ``mt {name}: error: ...`` and ``SystemExit(2)`` (argparse's
+    way); a :class:`JobError` raised by the job (a :class:`UsageError`: bad input) is the same
+    line and its exit status is returned. ``extra`` goes to the function unparsed (``loader``
+    of :func:`translate`).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     prog = f"mt {name}"
@@ -864,10 +868,10 @@ def run_command(name: str, argv: Sequence[str] | None = None, **extra: Any) -> i
         return COMMANDS[name](**config.as_dict(), **extra)
     except ArgumentError as err:
         print(f"{prog}: error: {one_line(str(err))}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except UsageError as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(BAD_INPUT) from None
+    except JobError as err:
+        print(f"{prog}: error: {one_line(str(err))}", file=sys.stderr)
+        return err.exit_status
 
 
 def main(argv: Sequence[str] | None = None) -> int:

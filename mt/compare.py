@@ -800,8 +800,8 @@ def write_plots(report: dict[str, Any], out_dir: str | Path) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``mt compare`` (options: :func:`mt.commands.compare`); returns the exit code (0 ok,
-    1 bad input); bad arguments are ``SystemExit(2)``."""
+    """Run ``mt compare`` (options: :func:`mt.commands.compare`); returns the exit status (0 ok,
+    2 bad input); a bad command line is ``SystemExit(2)``."""
     from mt.commands import run_command
 
     return run_command("compare", argv)

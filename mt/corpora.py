@@ -13,8 +13,9 @@ reported as unverified. Every file is written atomically (temporary file in the 
 directory, then :func:`os.replace`), so an interrupted run never leaves a partial file. After a
 split is fetched, all of its languages must have the same number of lines.
 
-Library functions raise :class:`DataError` for every expected failure; the command-line wrapper
-(``scripts/download_data.py``) turns it into a one-line ``error: ...`` and exit status 1.
+Library functions raise :class:`DataError` for every expected failure; ``mt download`` (and its
+alias ``scripts/download_data.py``) turns it into one line ``mt download: error: ...`` and exit
+status 2.
 """
 
 from __future__ import annotations

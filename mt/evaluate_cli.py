@@ -21,7 +21,7 @@ table included (``--src`` is given).
 Files are read as sacreBLEU's CLI reads them: UTF-8, split on ``"\\n"`` only, and each line
 ``rstrip()``-ed (so ``"\\r\\n"`` endings and trailing blanks are dropped, leading whitespace
 kept). Unlike sacreBLEU, invalid UTF-8 is reported with the file name and 1-based line number.
-Bad input ends the program with exit code 1 and a one-line ``error: ...`` on stderr.
+Bad input ends the program with exit status 2 and one line ``mt evaluate: error: ...`` on stderr.
 """
 
 from __future__ import annotations
@@ -197,8 +197,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``mt evaluate`` (options: :func:`mt.commands.evaluate`); returns the exit code (0 ok,
-    1 bad input); bad arguments are ``SystemExit(2)``."""
+    """Run ``mt evaluate`` (options: :func:`mt.commands.evaluate`); returns the exit status (0 ok,
+    2 bad input); a bad command line is ``SystemExit(2)``."""
     from mt.commands import run_command
 
     return run_command("evaluate", argv)

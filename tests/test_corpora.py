@@ -239,7 +239,7 @@ def test_script_missing_mirror_exits_2_with_one_line(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert len(lines) == 1 and lines[0].startswith("mt download: error: ")
     assert str(missing / "multi30k") in lines[0]
     assert "Traceback" not in result.stderr
 
@@ -261,7 +261,7 @@ def test_script_checksum_error_exits_2(fake_mirror: Path, tmp_path: Path) -> Non
     )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: checksum mismatch")
+    assert len(lines) == 1 and lines[0].startswith("mt download: error: checksum mismatch")
     assert not (out / "multi30k" / "val.en").exists()
 
 

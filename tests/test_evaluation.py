@@ -195,10 +195,10 @@ def test_evaluate_main_json(tmp_path, data, capsys):
 
 
 def run_main_error(argv: list[str], capsys) -> str:
-    """Run main expecting exit code 1; return the single stderr line."""
+    """Run main expecting exit status 2 (bad input); return the single stderr line."""
     assert main(argv) == 2  # bad input
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("mt evaluate: error: ") and err.count("\n") == 1 and "Traceback" not in err
     return err
 
 
@@ -247,7 +247,7 @@ def test_evaluate_script_exit_code_no_traceback(tmp_path):
         text=True,
     )
     assert proc.returncode == 2 and proc.stdout == ""
-    assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("mt evaluate: error: ") and "Traceback" not in proc.stderr
 
 
 def test_read_lines_like_sacrebleu(tmp_path):

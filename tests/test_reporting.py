@@ -229,7 +229,7 @@ def test_compare_and_evaluate_input_errors(
     bad.write_bytes(b"not a checkpoint")
     assert evaluate_main(["--checkpoint", str(bad), "--src", str(src), "--ref", str(ref)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and str(bad) in err and len(err.splitlines()) == 1
+    assert err.startswith("mt evaluate: error: ") and str(bad) in err and len(err.splitlines()) == 1
 
 
 @pytest.mark.parametrize("kind", ["transformer", "lstm"])

@@ -108,7 +108,7 @@ def test_spec_and_script_errors(tmp_path: Path) -> None:
     bad = subprocess.run(
         [*script, str(tmp_path / "t"), "--test-bands", "20"], capture_output=True, text=True
     )
-    assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "LO-HI" in bad.stderr
+    assert bad.returncode == 2 and bad.stderr.startswith("mt synthetic: error: ") and "LO-HI" in bad.stderr
 
 
 def test_configs_have_equal_sizes() -> None:
