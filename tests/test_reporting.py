@@ -9,7 +9,9 @@ comparison then reads their run directories like ``scripts/compare.py --checkpoi
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -22,6 +24,7 @@ from mt import compare as cmp
 from mt.data import TranslationDataModule
 from mt.evaluate_cli import main as evaluate_main
 from mt.evaluate_cli import read_lines
+from mt.evaluation import DEFAULT_EDGES, length_buckets
 from mt.lstm import LSTMSeq2Seq
 from mt.module import Seq2SeqModule
 from mt.reporting import (
@@ -107,13 +110,16 @@ def runs(
     return out
 
 
-def test_compare_matches_evaluate_and_writes_report(
-    runs: dict[str, Path], tiny_corpus: Path, tmp_path: Path
-) -> None:
+@pytest.fixture(scope="module")
+def compared(
+    runs: dict[str, Path], tiny_corpus: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    """`mt compare` of the two runs (one named by its folder, one by its checkpoint) on
+    references built from both systems' outputs and the real references, so that the scores are
+    neither 0 nor 100 and differ by model and by bucket."""
+    tmp = tmp_path_factory.mktemp("compare")
     ckpt_a = runs["transformer"] / "checkpoints" / "best.ckpt"
     ckpt_b = runs["lstm"] / "checkpoints" / "best.ckpt"
-    # References built from both systems' outputs and the real references, so that the scores
-    # are neither 0 nor 100 and differ by model and by bucket.
     src_file = tiny_corpus / "test_2016_flickr.de"
     src, real = read_lines(src_file), read_lines(tiny_corpus / "test_2016_flickr.en")
     hyps = {}
@@ -122,27 +128,36 @@ def test_compare_matches_evaluate_and_writes_report(
         translator = Translator(model, model.tokenizer, beam_size=2)
         hyps[name] = [t[0].text for t in translator.translate(src)]
     refs = [(hyps["a"][i], hyps["b"][i], real[i])[i % 3] for i in range(len(src))]
-    ref_file = tmp_path / "ref.txt"
+    ref_file = tmp / "ref.txt"
     ref_file.write_text("".join(r + "\n" for r in refs), encoding="utf-8")
 
-    out = tmp_path / "report"
+    out = tmp / "report"
     common = ["--src", str(src_file), "--ref", str(ref_file), "--beam-size", "2"]
     buckets = ["--bucket-edges", "4", "6", "--n-bootstrap", "100"]
     rc = cmp.main(["--checkpoints", str(runs["transformer"]), str(ckpt_b), *common, *buckets,
                    "--out", str(out), "--stress-k", "1", "3"])
     assert rc == 0
     report = json.loads((out / "report.json").read_text())
-    a, b = report["models"]
+    return {"report": report, "out": out, "hyps": hyps, "src": src, "common": common,
+            "buckets": buckets, "ckpt_a": ckpt_a}  # fmt: skip
+
+
+def test_compare_names_models_and_keeps_their_translations(compared: dict[str, Any]) -> None:
+    a, b = compared["report"]["models"]
     assert (a["name"], b["name"]) == ("transformer", "lstm")
     assert (a["architecture"], b["architecture"]) == ("TransformerSeq2Seq", "LSTMSeq2Seq")
     assert a["num_parameters"] == tiny_model("transformer").num_parameters()
+    assert b["num_parameters"] == tiny_model("lstm").num_parameters()
     for m, key in ((a, "a"), (b, "b")):  # files are read as sacrebleu reads them: rstrip()-ed
-        assert read_lines(m["hypotheses"]) == [h.rstrip() for h in hyps[key]]
+        assert read_lines(m["hypotheses"]) == [h.rstrip() for h in compared["hyps"][key]]
     assert 0 < a["scores"]["bleu"] < 100 and a["scores"]["bleu"] != b["scores"]["bleu"]
 
-    # The same numbers as scripts/evaluate.py on the written hypotheses (scores, signature,
-    # buckets with their intervals).
-    for m in (a, b):
+
+def test_compare_scores_are_those_of_evaluate(compared: dict[str, Any], tmp_path: Path) -> None:
+    """The same numbers as `mt evaluate` on the written hypotheses: scores, signatures, buckets
+    with their intervals; the stress set of K=1 is the test set itself."""
+    common, buckets, n_src = compared["common"], compared["buckets"], len(compared["src"])
+    for m in compared["report"]["models"]:
         evaluated = tmp_path / f"{m['name']}.json"
         assert evaluate_main(["--hyp", m["hypotheses"], *common[:4], *buckets,
                               "--json", str(evaluated)]) == 0
@@ -152,40 +167,58 @@ def test_compare_matches_evaluate_and_writes_report(
         assert m["buckets"] == expected["buckets"] and len(m["buckets"]) == 3
         assert [s["k"] for s in m["stress"]] == [1, 3]
         assert m["stress"][0]["bleu"] == m["scores"]["bleu"]
-        assert m["stress"][1]["lines"] == -(-len(src) // 3)
+        assert m["stress"][1]["lines"] == -(-n_src // 3)
         lo, hi = m["bleu_ci"]
         assert lo <= m["scores"]["bleu"] <= hi
+
+
+def test_compare_paired_bootstrap_of_the_two_models(compared: dict[str, Any]) -> None:
+    report = compared["report"]
+    a, b = report["models"]
     (pair,) = report["paired_bootstrap"]
     assert (pair["baseline"], pair["system"]) == ("transformer", "lstm")
-    assert pair["bleu_a"] == a["scores"]["bleu"] and 0 < pair["p_value"] <= 1
+    assert (pair["bleu_a"], pair["bleu_b"]) == (a["scores"]["bleu"], b["scores"]["bleu"])
+    assert 0 < pair["p_value"] <= 1
 
-    # Training logs written by the runs' CSVLogger: two validations with the wall-clock and
-    # target tokens that EvalReport logged, throughput from ThroughputMonitor.
-    curve = a["training"]["curve"]
+
+def test_compare_reads_the_runs_training_logs(compared: dict[str, Any]) -> None:
+    """Two validations with the wall-clock and target tokens that EvalReport logged, throughput
+    from ThroughputMonitor, from the runs' CSVLogger files."""
+    training = compared["report"]["models"][0]["training"]
+    curve = training["curve"]
     assert len(curve) == 2 and 0 < curve[0]["step"] < curve[1]["step"]
     assert 0 < curve[0]["wall_s"] < curve[1]["wall_s"]
     assert 0 < curve[0]["tgt_tokens_seen"] < curve[1]["tgt_tokens_seen"]
-    assert a["training"]["throughput"]["train/tgt_tokens_per_sec"] > 0
-    assert a["training"]["throughput"]["train/mfu"] is None  # CPU: no MFU
+    assert training["throughput"]["train/tgt_tokens_per_sec"] > 0
+    assert training["throughput"]["train/mfu"] is None  # CPU: no MFU
 
-    for m in report["models"]:
+
+def test_compare_attention_health(compared: dict[str, Any]) -> None:
+    for m in compared["report"]["models"]:
         health = m["attention_health"]
         assert 0 <= health["entropy"] <= 1 and 0 <= health["same_argmax"] <= 1
-        assert health["sentences"] == len(src) and health["steps"] >= len(src)
+        assert health["sentences"] == len(compared["src"])
+        assert health["steps"] >= len(compared["src"])
 
+
+def test_compare_writes_markdown_with_its_plots(compared: dict[str, Any]) -> None:
+    report, out = compared["report"], compared["out"]
     md = (out / "report.md").read_text()
     assert report["signatures"]["bleu"] in md and "p-value" in md and "| lstm |" in md
     assert "## Attention health" in md
-    assert f"{a['scores']['bleu']:.1f}" in md
+    assert f"{report['models'][0]['scores']['bleu']:.1f}" in md
     assert set(report["plots"]) == {"bleu_by_length.png", "stress_bleu.png",
                                     "val_bleu_curves.png", "throughput.png"}
     for plot in report["plots"]:
         assert (out / plot).read_bytes().startswith(PNG) and f"]({plot})" in md
 
-    # evaluate.py --checkpoint: the same translations and scores as compare.py
+
+def test_evaluate_checkpoint_translates_as_compare(compared: dict[str, Any], tmp_path: Path) -> None:
+    """`mt evaluate --checkpoint`: the same translations and scores as `mt compare`."""
+    a = compared["report"]["models"][0]
     saved, scored = tmp_path / "a.hyp", tmp_path / "a-ckpt.json"
-    assert evaluate_main(["--checkpoint", str(ckpt_a), *common, "--save-hyp", str(saved),
-                          "--json", str(scored)]) == 0
+    assert evaluate_main(["--checkpoint", str(compared["ckpt_a"]), *compared["common"],
+                          "--save-hyp", str(saved), "--json", str(scored)]) == 0
     assert read_lines(saved) == read_lines(a["hypotheses"])
     assert json.loads(scored.read_text())["bleu"] == a["scores"]["bleu"]
 
@@ -342,8 +375,37 @@ def test_eval_report_without_wandb(datamodule: TranslationDataModule, tmp_path: 
     # the evaluated rows carry their line numbers, so a partial split still gets its buckets
     header = (tmp_path / "run" / "version_0" / "metrics.csv").read_text().splitlines()[0]
     assert "val/bleu_len_1-10" in header
+
+
+def test_eval_report_without_any_logger(
+    datamodule: TranslationDataModule, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No logger at all: the callback still measures the whole split, quietly, and what it hands
+    to the (absent) loggers are the length-bucket scores of the evaluated lines."""
+    handed: list[dict[str, float]] = []
+    log_metrics = EvalReport._log_metrics
+
+    def spy(trainer: L.Trainer, metrics: dict[str, float], step: int) -> None:
+        handed.append(dict(metrics))
+        log_metrics(trainer, metrics, step)
+
+    monkeypatch.setattr(EvalReport, "_log_metrics", staticmethod(spy))
     trainer = L.Trainer(
-        accelerator="cpu", logger=False, callbacks=[EvalReport()], enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.validate(tiny_model("transformer"), datamodule=datamodule)  # no logger at all
+        accelerator="cpu", logger=False, callbacks=[EvalReport(n_bootstrap=0)],
+        enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    model = tiny_model("transformer")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.validate(model, datamodule=datamodule)
+    assert not [w for w in caught if "EvalReport" in str(w.message)]
+    sources = datamodule.source_lines("val")
+    last = model.last_eval
+    assert sorted(last["indices"]) == list(range(len(sources)))  # every line, once
+    expected = length_buckets([sources[i] for i in last["indices"]], last["hyps"], last["refs"],
+                              DEFAULT_EDGES, n_bootstrap=0)  # fmt: skip
+    (metrics,) = handed
+    assert {k: v for k, v in metrics.items() if k.startswith("val/bleu_len_")} == {
+        f"val/bleu_len_{b.label}": b.bleu for b in expected if b.n
+    }
+    assert 0 <= metrics["val/attention_entropy"] <= 1
