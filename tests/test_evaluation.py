@@ -7,7 +7,6 @@ import math
 import random
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -324,14 +323,12 @@ def test_bucket_ci_contains_estimate_and_shrinks_with_more_data():
     assert w_big < 0.75 * w_small  # ~1/2 expected for 4x data
 
 
-def test_bootstrap_is_fast_and_chunking_invariant(monkeypatch):
+def test_bootstrap_is_exact_and_chunking_invariant(monkeypatch):
     _, hyp, ref = synth(1000, seed=3)
     metric = ev._bleu()
     stats = ev._segment_stats(metric, hyp, ref)
-    t0 = time.perf_counter()
     (sums,) = ev._resampled_sums([stats], 1000, 12345)
     scores = ev._scores_of_sums(metric, sums)
-    assert time.perf_counter() - t0 < 2.0  # typically ~0.05 s
     # Exact reference: gather the same resamples explicitly.
     idx = np.random.default_rng(12345).choice(1000, size=(1000, 1000), replace=True)
     assert np.array_equal(sums[:5], stats[idx[:5]].sum(axis=1))

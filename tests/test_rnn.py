@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import itertools
 import random
-import time
 from pathlib import Path
 
 import pytest
@@ -301,7 +300,6 @@ def token_accuracy(hyps: list[list[int]], refs: list[list[int]]) -> float:
 @pytest.mark.slow
 @pytest.mark.parametrize(PARAMS, CONFIGS, ids=CONFIG_IDS)
 def test_overfits_reversal(cell: str, attention: str, input_feeding: bool) -> None:
-    start = time.perf_counter()
     vocab = 12
     src, tgt_in, tgt_out, targets = reversal_corpus(vocab=vocab)
     mask = src == PAD_ID
@@ -329,7 +327,6 @@ def test_overfits_reversal(cell: str, attention: str, input_feeding: bool) -> No
     # Beam search (index_select with repeated rows) finds the same translations.
     nbest = beam_search(model, src[:16], mask[:16], beam_size=3, max_len_a=1.0, max_len_b=2)
     assert token_accuracy([h[0].tokens for h in nbest], targets[:16]) >= 0.9
-    assert time.perf_counter() - start < 30
 
 
 def test_embeddings_scaled_by_default_and_old_checkpoints_load_unscaled(

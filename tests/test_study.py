@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -135,14 +134,11 @@ def test_smoke_study_end_to_end_then_skips_on_rerun(tmp_path: Path) -> None:
     assert all((r / "eval-test.json").is_file() for r in runs)
     assert list(out.glob("*.png"))
 
-    start = time.monotonic()
     second = _mt("study", "--config", str(SMOKE), "--out", str(out))
-    took = time.monotonic() - start
     assert second.returncode == 0, second.stderr[-2000:]
     assert second.stdout.count("[study] skip") == 5 and "[study] start" not in second.stdout
     assert sorted(p.parent for p in (out / "runs").rglob("study.json")) == runs
     assert not list((out / "runs").rglob("fit/version_1"))  # no fit ran again
-    assert took < 60
 
 
 # ------------------------------------------------------------------------------- one run, faked

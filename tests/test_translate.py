@@ -413,9 +413,6 @@ def _write_checkpoint(path: Path, tokenizer: Tokenizer, max_len: int | None = No
 
 
 def test_script_with_a_real_checkpoint(tokenizer: Tokenizer, tmp_path: Path) -> None:
-    module = pytest.importorskip("mt.module", reason="mt.module.load_checkpoint not available")
-    if not hasattr(module, "load_checkpoint"):
-        pytest.skip("mt.module.load_checkpoint not available")
     ckpt = tmp_path / "tiny.ckpt"
     _write_checkpoint(ckpt, tokenizer)
     lines = ["The cat sleeps.", "", "  ", "Big \U0001f600 river", "a"]
@@ -456,9 +453,6 @@ def test_script_splits_lines_longer_than_the_checkpoint_was_trained_on(
 def test_corrupt_checkpoint_is_one_line_error(
     tokenizer: Tokenizer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    module = pytest.importorskip("mt.module", reason="mt.module.load_checkpoint not available")
-    if not hasattr(module, "load_checkpoint"):
-        pytest.skip("mt.module.load_checkpoint not available")
     ckpt, corrupt = tmp_path / "tiny.ckpt", tmp_path / "corrupt.ckpt"
     _write_checkpoint(ckpt, tokenizer)
     corrupt.write_bytes(ckpt.read_bytes()[:1000])
