@@ -48,8 +48,11 @@ def test_every_shipped_config_parses(config: Path) -> None:
         explicit = mt("fit", "--config", str(BASE), "--config", str(config), "--print_config").stdout
         assert alone == explicit
     resolved = yaml.safe_load(alone)
-    # vocab_size is linked from the data module, never configured twice
-    assert "vocab_size" not in resolved["model"]["init_args"] and resolved["data"]["vocab_size"] > 0
+    # vocab_size is linked from the data module, never configured twice: the config's own value,
+    # else base.yaml's
+    own_data = yaml.safe_load(config.read_text()).get("data") or {}
+    vocab_size = own_data.get("vocab_size", yaml.safe_load(BASE.read_text())["data"]["vocab_size"])
+    assert "vocab_size" not in resolved["model"]["init_args"] and resolved["data"]["vocab_size"] == vocab_size
     assert resolved["model"]["class_path"] == yaml.safe_load(config.read_text())["model"]["class_path"]
     # the shared parts come from base.yaml; the run folder, not the config, places every output
     (checkpoint,) = [c for c in resolved["trainer"]["callbacks"] if c["class_path"].endswith("ModelCheckpoint")]
@@ -221,11 +224,15 @@ def test_fit_then_validate_then_translate_from_checkpoint_alone(
     expected_cls = "TransformerSeq2Seq" if model == "transformer" else "LSTMSeq2Seq"
     assert type(loaded).__name__ == expected_cls
     assert loaded.tokenizer is not None and loaded.tokenizer.vocab_size == 300
-    src = loaded.tokenizer.encode(["der mann sieht die katze"])[0] + [3]
-    tokens = loaded.generate(torch.tensor([src]), torch.zeros(1, len(src), dtype=torch.bool))
-    assert isinstance(loaded.tokenizer.decode(tokens)[0], str)
+    line = "der mann sieht die katze"
+    src = loaded.tokenizer.encode([line])[0] + [3]
+    assert loaded.tokenizer.decode([src]) == [line]  # the tokenizer it carries is the trained one
+    mask = torch.zeros(1, len(src), dtype=torch.bool)
+    tokens = loaded.eval().generate(torch.tensor([src]), mask)
+    # mt's own loader gives the same weights, hence the same translation
     again = load_checkpoint(last)
-    assert torch.equal(next(again.parameters()), next(loaded.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(again.parameters(), loaded.parameters(), strict=True))
+    assert again.tokenizer.decode(again.eval().generate(torch.tensor([src]), mask)) == loaded.tokenizer.decode(tokens)
 
 
 def test_a_checkpoint_from_before_an_option_is_tested_as_trained(tiny_corpus: Path, tmp_path: Path) -> None:
