@@ -588,6 +588,7 @@ BAD_INPUTS = {
     "compare": (["compare", "--checkpoints", "{tmp}", "--src", "{text}", "--ref", "{text}", "--out", "{tmp}/o"],
                 "{tmp}: no checkpoints/best.ckpt"),
     "benchmark": (["benchmark", "length", "--smoke", "--lengths", "1", "8", "--out", "{tmp}/b.json"], "--lengths"),
+    "benchmark-train": (["benchmark", "train", "--smoke", "--steps", "0", "--out", "{tmp}/b.json"], "--steps"),
     "download": (["download", "--corpus", "multi30k", "--mirror", "{tmp}/none", "--out", "{tmp}/d"], "{tmp}/none"),
     "synthetic": (["synthetic", "--out", "{tmp}/s", "--test_bands", "20"], "20"),
     "gradients": (["gradients", "--input", "{tmp}/none.txt", "--reference", "{text}", "--out", "{tmp}/g",
