@@ -189,6 +189,20 @@ def test_iwslt17_out_of_domain_set_comes_through_the_corpora_code(tmp_path: Path
     assert ood["src"].parent == tmp_path / "out" / "data" / "iwslt17-de-en"
 
 
+def test_an_unavailable_out_of_domain_set_is_reported_not_a_crash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mt.study.report import _long_input_section, collect, out_of_domain_set
+
+    monkeypatch.setenv("MT_DATA_MIRROR", str(tmp_path / "empty-mirror"))
+    study = _smoke()
+    study["eval"]["out_of_domain"] = {"corpus": "iwslt17", "split": "tst2016"}
+    loaded = load_study(_write(tmp_path, study), tmp_path / "out")
+    ood = out_of_domain_set(loaded)
+    assert ood["label"] == "IWSLT17 tst2016 de-en" and "empty-mirror" in ood["error"]
+    records = collect(loaded)  # no run is done: nothing decoded, the error kept for the report
+    assert records[0]["out_of_domain_error"] == ood["error"]
+    assert any("Out-of-domain set unavailable" in line for line in _long_input_section(records))
+
+
 # ------------------------------------------------------------------------------- end to end
 
 
@@ -245,12 +259,9 @@ def test_smoke_study_end_to_end_then_skips_on_rerun(tmp_path: Path) -> None:
     assert [r["lines"] for r in seeds1["by_k"]] == [20, 10] and seeds1["sentences"] == 20
     assert {"claim1_gradient_flow.png", "claim5_long_input.png"} <= set(report["plots"])
 
-    # A second report reads every probe from its cache.
+    # The rerun below writes a second report: it reads every probe from its cache.
     probes_before = _mtimes(out, "eval-*.json")
     assert len(probes_before) == 5 + 4 + 5 + 5  # test, gradients (lstm, rnn x 2 seeds), stress, ood
-    third = _mt("study", "--config", str(probed_yaml), "--out", str(out), "--report_only")
-    assert third.returncode == 0, third.stderr[-2000:]
-    assert _mtimes(out, "eval-*.json") == probes_before
 
     start = time.monotonic()
     second = _mt("study", "--config", str(SMOKE), "--out", str(out))
@@ -259,6 +270,8 @@ def test_smoke_study_end_to_end_then_skips_on_rerun(tmp_path: Path) -> None:
     assert second.stdout.count("[study] skip") == 5 and "[study] start" not in second.stdout
     assert sorted(p.parent for p in (out / "runs").rglob("study.json")) == runs
     assert not list((out / "runs").rglob("fit/version_1"))  # no fit ran again
+    assert _mtimes(out, "eval-*.json") == probes_before  # nothing decoded or measured again
+    assert "decay factor per position, mean [95%]" in (out / "report.md").read_text()
     assert took < 60
 
 
