@@ -36,6 +36,10 @@ def _smoke() -> dict:
     return yaml.safe_load(SMOKE.read_text())
 
 
+def _mtimes(root: Path, pattern: str) -> dict[Path, int]:
+    return {p: p.stat().st_mtime_ns for p in sorted(root.rglob(pattern))}
+
+
 # ------------------------------------------------------------------------------- bad input
 
 
@@ -52,6 +56,13 @@ def _smoke() -> dict:
         (lambda s: s["experiments"][0].update(lr=[0.1, 0.2]), "claim 1 compares experiments with unequal"),
         (lambda s: s["experiments"][0].update(data="nope"), "experiments[0] (lstm).data"),
         (lambda s: s["experiments"][0].update(overrides={"trainr.x": 1}), "overrides.trainr.x"),
+        (lambda s: s["eval"].update(stress={"k": [1, 0]}), "eval.stress.k"),
+        (lambda s: s["eval"].update(gradient_flow={"sentencs": 3}), "eval.gradient_flow.sentencs: unknown key"),
+        (lambda s: s["eval"].update(out_of_domain={"corpus": "wmt", "split": "x"}), "eval.out_of_domain.corpus"),
+        (lambda s: s["eval"].update(out_of_domain={"corpus": "iwslt17", "split": "tst2015"}),
+         "eval.out_of_domain.split"),
+        (lambda s: s["eval"].update(out_of_domain={"data_dir": "/nonexistent", "split": "x"}),
+         "eval.out_of_domain.data_dir"),
     ],
 )
 def test_load_study_names_the_bad_key(tmp_path: Path, change, named: str) -> None:
@@ -112,12 +123,95 @@ def test_a_non_finite_loss_is_seen_and_gradients_not_logged_stay_none() -> None:
     assert logged["grad_norm_max"] == 2.0 and logged["clipped_fraction"] == 1.0
 
 
+# ------------------------------------------------------------------------------- probes
+
+
+def test_claim1_gradient_scalar_recovers_a_known_decay() -> None:
+    """Norms that shrink by 0.6 per position of |i - j| give the decay factor 0.6, and the claims
+    table compares such factors with the stated rule."""
+    import torch
+
+    from mt.gradients import MIN_PAIRS_PLOTTED, GradientFlow, decay_per_position
+
+    def run_with(w: float, seed: int) -> dict:
+        i, j = torch.arange(12).view(12, 1), torch.arange(12).view(1, 12)
+        norms = (w ** (i - j).abs().double()).float().expand(8, 12, 12)
+        flow = GradientFlow()
+        flow.add(norms, torch.ones(8, 12, dtype=torch.bool), torch.ones(8, 12, dtype=torch.bool))
+        decay = decay_per_position(flow.by_distance(), MIN_PAIRS_PLOTTED)
+        return {"seed": seed, "final": True, "status": "finished", "summary": {}, "test": None,
+                "gradients": {"decay_per_position": decay}}  # fmt: skip
+
+    assert cl.gradient_decay(run_with(0.6, 1)) == pytest.approx(0.6, rel=1e-4)
+
+    def record(name: str, arch: str, ws: list[float]) -> dict:
+        return {"name": name, "architecture": arch, "data": "syn", "synthetic": True, "fraction": 1.0,
+                "claims": [1], "runs": [run_with(w, k) for k, w in enumerate(ws)]}  # fmt: skip
+
+    keeps, loses = record("syn-lstm", "lstm", [0.9, 0.92, 0.91]), record("syn-rnn", "rnn", [0.5, 0.55, 0.52])
+    row = next(r for r in cl.claim_rows([keeps, loses]) if r["unit"] == "factor/position")
+    assert row["estimate"][0] == pytest.approx(0.91 - 0.5233, abs=1e-3)
+    assert row["verdict"] == "supported"
+    keeps["runs"], loses["runs"] = loses["runs"], keeps["runs"]
+    row = next(r for r in cl.claim_rows([keeps, loses]) if r["unit"] == "factor/position")
+    assert row["verdict"] == "contradicted"
+
+
+def test_probe_cache_is_reused_and_recomputed_on_new_settings(tmp_path: Path) -> None:
+    from mt.study.scoring import _cached, spread
+
+    calls = []
+
+    def compute() -> dict:
+        calls.append(1)
+        return {"value": len(calls)}
+
+    path = tmp_path / "eval-x.json"
+    assert _cached(path, {"k": [1, 2]}, compute)["value"] == 1
+    assert _cached(path, {"k": [1, 2]}, compute)["value"] == 1 and len(calls) == 1
+    assert _cached(path, {"k": [1, 4]}, compute)["value"] == 2
+    assert spread(10, 4) == [0, 2, 5, 7] and spread(3, 8) == [0, 1, 2]
+
+
+def test_iwslt17_out_of_domain_set_comes_through_the_corpora_code(tmp_path: Path) -> None:
+    from mt.corpora import mirror_from_env
+    from mt.study.report import out_of_domain_set
+
+    mirror = mirror_from_env()
+    if mirror is None or not (mirror / "iwslt17-de-en" / "tst2017.de").is_file():
+        pytest.skip("needs MT_DATA_MIRROR with iwslt17-de-en (no downloads in tests)")
+    study = _smoke()
+    study["eval"]["out_of_domain"] = {"corpus": "iwslt17", "split": "tst2017", "max_sentences": 5}
+    ood = out_of_domain_set(load_study(_write(tmp_path, study), tmp_path / "out"))
+    assert ood["label"] == "IWSLT17 tst2017 de-en" and (ood["src_lang"], ood["tgt_lang"]) == ("de", "en")
+    assert len(ood["src"].read_text(encoding="utf-8").splitlines()) == 1138
+    assert ood["src"].parent == tmp_path / "out" / "data" / "iwslt17-de-en"
+
+
+def test_an_unavailable_out_of_domain_set_is_reported_not_a_crash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mt.study.report import _long_input_section, collect, out_of_domain_set
+
+    monkeypatch.setenv("MT_DATA_MIRROR", str(tmp_path / "empty-mirror"))
+    study = _smoke()
+    study["eval"]["out_of_domain"] = {"corpus": "iwslt17", "split": "tst2016"}
+    loaded = load_study(_write(tmp_path, study), tmp_path / "out")
+    ood = out_of_domain_set(loaded)
+    assert ood["label"] == "IWSLT17 tst2016 de-en" and "empty-mirror" in ood["error"]
+    records = collect(loaded)  # no run is done: nothing decoded, the error kept for the report
+    assert records[0]["out_of_domain_error"] == ood["error"]
+    assert any("Out-of-domain set unavailable" in line for line in _long_input_section(records))
+
+
 # ------------------------------------------------------------------------------- end to end
 
 
 def test_smoke_study_end_to_end_then_skips_on_rerun(tmp_path: Path) -> None:
     out = tmp_path / "smoke"
-    first = _mt("study", "--config", str(SMOKE), "--out", str(out))
+    # Train without the report-time probes (as a study trained before they existed) ...
+    plain = _smoke()
+    for key in ("gradient_flow", "stress", "out_of_domain"):
+        plain["eval"].pop(key, None)
+    first = _mt("study", "--config", str(_write(tmp_path, plain)), "--out", str(out))
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
     report = json.loads((out / "report.json").read_text())
     md = (out / "report.md").read_text()
@@ -128,17 +222,53 @@ def test_smoke_study_end_to_end_then_skips_on_rerun(tmp_path: Path) -> None:
     # the transformer has one seed: no interval, so no verdict but inconclusive
     long_row = next(r for r in report["claims"] if r["claim"] == 5)
     assert long_row["estimate"] is None and long_row["verdict"] == "inconclusive at this scale"
-    assert "not logged" in md  # no gradient instrument in these runs
+    assert "Gradient norm against distance: not measured" in md and "stress set and out-of-domain" in md
+    assert report["machine"]["torch_threads"] >= 1 and report["machine"]["processor"]
+    assert f"torch {report['machine']['torch']} with" in md
     runs = sorted(p.parent for p in (out / "runs").rglob("study.json"))
     assert len(runs) == 5
     assert all((r / "eval-test.json").is_file() for r in runs)
+    assert not list(out.rglob("eval-gradients.json"))
     assert list(out.glob("*.png"))
+
+    # ... then --report_only with the probes (smoke.yaml's, and an out-of-domain set: the synthetic
+    # validation split) adds them from the checkpoints, training nothing.
+    probed = _smoke()
+    probed["eval"]["out_of_domain"] = {"data_dir": str(out / "data" / "syn"), "split": "val",
+                                       "src_lang": "src", "tgt_lang": "tgt", "max_sentences": 10}  # fmt: skip
+    probed_yaml = tmp_path / "probed.yaml"
+    probed_yaml.write_text(yaml.safe_dump(probed))
+    tests_before = _mtimes(out, "eval-test.json")
+    again = _mt("study", "--config", str(probed_yaml), "--out", str(out), "--report_only")
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert not list((out / "runs").rglob("fit/version_1")) and _mtimes(out, "eval-test.json") == tests_before
+    report = json.loads((out / "report.json").read_text())
+    md = (out / "report.md").read_text()
+    grad_rows = [r for r in report["claims"] if r["unit"] == "factor/position"]
+    assert len(grad_rows) == 1 and grad_rows[0]["n_a"] == grad_rows[0]["n_b"] == 2  # lstm - rnn, 2 seeds
+    assert "decay factor per position, mean [95%]" in md
+    assert {p.parent.parent.name for p in out.rglob("eval-gradients.json")} == {"lstm", "rnn"}
+    stress = [r for r in report["long_input"] if r["k"] is not None]
+    assert [r["k"] for r in stress] == [1, 2]
+    assert any(r.get("k") == 2 for r in report["claims"] if r["claim"] == 5)  # the largest k in the table
+    ood = next(r for r in report["long_input"] if r["k"] is None)
+    assert "syn/val" in ood["effect"] and ood["n_a"] == 1 and ood["n_b"] == 2
+    assert "| transformer | stress k=2 | 10 |" in md and "syn/val" in md
+    seeds1 = json.loads((out / "runs" / "transformer" / "s1" / "eval-stress.json").read_text())
+    assert [r["lines"] for r in seeds1["by_k"]] == [20, 10] and seeds1["sentences"] == 20
+    assert {"claim1_gradient_flow.png", "claim5_long_input.png"} <= set(report["plots"])
+
+    # The rerun below writes a second report: it reads every probe from its cache.
+    probes_before = _mtimes(out, "eval-*.json")
+    assert len(probes_before) == 5 + 4 + 5 + 5  # test, gradients (lstm, rnn x 2 seeds), stress, ood
 
     second = _mt("study", "--config", str(SMOKE), "--out", str(out))
     assert second.returncode == 0, second.stderr[-2000:]
     assert second.stdout.count("[study] skip") == 5 and "[study] start" not in second.stdout
     assert sorted(p.parent for p in (out / "runs").rglob("study.json")) == runs
     assert not list((out / "runs").rglob("fit/version_1"))  # no fit ran again
+    assert _mtimes(out, "eval-*.json") == probes_before  # nothing decoded or measured again
+    assert "decay factor per position, mean [95%]" in (out / "report.md").read_text()
 
 
 # ------------------------------------------------------------------------------- one run, faked

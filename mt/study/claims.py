@@ -16,7 +16,15 @@ tested against a margin instead: *supported* when the whole interval lies within
 
 Each ``records`` item is one experiment as :func:`mt.study.report.collect` builds it:
 ``{"name", "architecture", "data", "synthetic", "fraction", "claims", "runs": [...]}``, each run
-``{"seed", "lr", "final", "status", "summary" (the marker), "test" (scores or None)}``.
+``{"seed", "lr", "final", "status", "summary" (the marker), "test" (scores or None)}``, plus,
+where the study file asks for them, ``"gradients"``, ``"stress"`` and ``"ood"``
+(:mod:`mt.study.scoring`).
+
+Claim 1's gradient scalar (:func:`gradient_decay`) is the factor by which the mean gradient norm
+``|| d loss_i / d e_j ||`` shrinks per position of source distance ``|i - j|``, fitted as
+``exp(slope)`` of log-norm against distance (:func:`mt.gradients.decay_per_position`): 1 means the
+loss depends on far source tokens as much as on near ones, 0.5 that the dependence halves with
+every position. "LSTM/GRU keep long-range information" predicts a larger factor than the RNN's.
 """
 
 from __future__ import annotations
@@ -38,7 +46,10 @@ RULE = (
     "otherwise (or with fewer than 2 finished runs a side). For the equality claim (GRU matches "
     f"LSTM) the interval is tested against +-{GRU_LSTM_MARGIN:g} BLEU: supported when it lies "
     "within, contradicted when it lies wholly outside. Intervals over seeds are Welch t-intervals "
-    "of the difference of means; for diverged-run shares, Newcombe's score interval."
+    "of the difference of means; for diverged-run shares, Newcombe's score interval. Claim 1's "
+    "gradient figure is the factor by which the mean gradient norm of a target token's loss with "
+    "respect to a source embedding shrinks per position of distance (exp of the slope of log-norm; "
+    "1 is flat): keeping long-range information predicts a larger factor than the plain RNN's."
 )
 
 STATEMENTS = {
@@ -153,6 +164,31 @@ def longest_bucket(run: dict[str, Any], key: str = "buckets", field: str = "bleu
     return rows[-1][field] if rows else None
 
 
+def gradient_decay(run: dict[str, Any]) -> float | None:
+    """Claim 1's gradient scalar of a run: its decay factor per position (module docstring)."""
+    return (run.get("gradients") or {}).get("decay_per_position")
+
+
+def stress_bleu(k: int) -> Callable[[dict[str, Any]], float | None]:
+    """BLEU of a run on the concatenation stress set with ``k`` sentences joined."""
+    return lambda run: next((r["bleu"] for r in (run.get("stress") or {}).get("by_k") or [] if r["k"] == k), None)
+
+
+def ood_bleu(run: dict[str, Any]) -> float | None:
+    """BLEU of a run on the out-of-domain set."""
+    return (run.get("ood") or {}).get("bleu")
+
+
+def stress_ks(records: list[dict[str, Any]]) -> list[int]:
+    """Every k of the stress sets in these records, in order."""
+    return sorted({r["k"] for rec in records for run in finished(rec) for r in (run.get("stress") or {}).get("by_k") or []})
+
+
+def ood_label(records: list[dict[str, Any]]) -> str | None:
+    """The name of the out-of-domain set these records were scored on (None: none)."""
+    return next((run["ood"].get("set") for rec in records for run in finished(rec) if run.get("ood")), None)
+
+
 def loss_gap(run: dict[str, Any]) -> float | None:
     s = run["summary"]
     return s["val_loss"] - s["train_nll"] if s.get("val_loss") is not None and s.get("train_nll") is not None else None
@@ -212,6 +248,11 @@ def claim_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             get = lambda run: 100 * longest_bucket(run, "marker_accuracy", "accuracy")  # noqa: E731
             rows.append(_row(1, f"agreement-marker accuracy on the longest sources, {keeper} - rnn",
                              a, b, values(a, get), values(b, get), +1, "% points"))  # fmt: skip
+        for a, b in _pairs(records, 1, keeper, "rnn", synthetic=True):
+            xs, ys = values(a, gradient_decay), values(b, gradient_decay)
+            if xs or ys:
+                rows.append(_row(1, f"gradient-norm decay factor per position of source distance, {keeper} - rnn",
+                                 a, b, xs, ys, +1, "factor/position"))  # fmt: skip
     for other in ("lstm", "gru"):
         for a, b in _pairs(records, 2, "rnn", other):
             runs_a, runs_b = a["runs"], b["runs"]
@@ -241,6 +282,7 @@ def claim_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for a, b in _pairs(records, 5, "transformer", "lstm"):
         rows.append(_row(5, "test BLEU on the longest source-length bucket, transformer - lstm", a, b,
                          values(a, longest_bucket), values(b, longest_bucket), +1, "BLEU"))  # fmt: skip
+        rows += [r for r in long_input_rows([a, b]) if r["k"] is None or r["k"] == max(stress_ks([a, b]))]
     for a, b in _pairs(records, 6, "lstm", "transformer", fraction="min"):
         if a["fraction"] >= 1:
             continue
@@ -248,6 +290,23 @@ def claim_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                          values(a, test_bleu), values(b, test_bleu), +1, "BLEU"))  # fmt: skip
         rows.append(_row(6, "validation - training loss gap with the least data, lstm - transformer", a, b,
                          values(a, loss_gap), values(b, loss_gap), +1, "nats/token"))  # fmt: skip
+    return rows
+
+
+def long_input_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Claim 5 on long input: the stress set for every k and the out-of-domain set,
+    transformer - lstm (each row has ``k``: None for the out-of-domain set)."""
+    rows = []
+    for a, b in _pairs(records, 5, "transformer", "lstm"):
+        for k in stress_ks([a, b]):
+            get = stress_bleu(k)
+            joined = "one sentence per line" if k == 1 else f"{k} consecutive sentences joined"
+            rows.append({**_row(5, f"test BLEU with {joined} (stress set), transformer - lstm", a, b,
+                                values(a, get), values(b, get), +1, "BLEU"), "k": k})  # fmt: skip
+        xs, ys = values(a, ood_bleu), values(b, ood_bleu)
+        if xs or ys:
+            rows.append({**_row(5, f"BLEU on {ood_label([a, b])} (out of domain), transformer - lstm", a, b,
+                                xs, ys, +1, "BLEU"), "k": None})  # fmt: skip
     return rows
 
 

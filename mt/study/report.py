@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
-import subprocess
 import sys
 from collections import defaultdict
 from datetime import UTC, datetime
@@ -21,15 +19,61 @@ from typing import Any
 
 from mt.study import claims as cl
 from mt.study.runner import final_runs, planned_runs, prepare_data, tuning_runs
-from mt.study.scoring import score_run
-from mt.study.spec import Study
+from mt.study.scoring import gradient_flow_run, ood_run, score_run, stress_run
+from mt.study.spec import Experiment, Study
 
 ARCH_COLOURS = {"transformer": "tab:blue", "lstm": "tab:orange", "gru": "tab:green", "rnn": "tab:red"}
 
 
+def out_of_domain_set(study: Study) -> dict[str, Any] | None:
+    """The study's out-of-domain set: ``{"label", "src", "ref", "src_lang", "tgt_lang"}`` (files
+    fetched into ``{out}/data`` by :func:`mt.corpora.fetch_iwslt17` for ``corpus: iwslt17``,
+    honouring ``MT_DATA_MIRROR``), ``{"label", "error"}`` when it cannot be had, None when the
+    study has none."""
+    ood = study.eval.get("out_of_domain")
+    if ood is None:
+        return None
+    split = ood["split"]
+    if "corpus" in ood:
+        from mt.corpora import IWSLT17_DIR, DataError, fetch_iwslt17, mirror_from_env
+
+        label = f"IWSLT17 {split} de-en"
+        try:
+            fetch_iwslt17(study.out / "data", mirror=mirror_from_env(), splits=[split], log=lambda _m: None)
+        except DataError as err:
+            return {"label": label, "error": " ".join(str(err).split())}
+        folder = study.out / "data" / IWSLT17_DIR
+    else:
+        folder = Path(str(ood["data_dir"]))
+        label = f"{folder.name}/{split}"
+    return {"label": label, "src": folder / f"{split}.{ood['src_lang']}", "ref": folder / f"{split}.{ood['tgt_lang']}",
+            "src_lang": ood["src_lang"], "tgt_lang": ood["tgt_lang"]}  # fmt: skip
+
+
+def probes(study: Study, e: Experiment, run_dir: Path, ood: dict[str, Any] | None) -> dict[str, Any]:
+    """The optional probes of ``study.eval`` that apply to a final run (:mod:`mt.study.scoring`)."""
+    out: dict[str, Any] = {}
+    grad, stress = study.eval.get("gradient_flow"), study.eval.get("stress")
+    if grad is not None and 1 in e.claims:
+        out["gradients"] = gradient_flow_run(run_dir, prepare_data(study, e), e.data, grad)
+    if 5 in e.claims:
+        if stress is not None:
+            out["stress"] = stress_run(run_dir, prepare_data(study, e), e.data, stress, study.eval)
+        same_pair = ood is not None and (e.data.options["src_lang"], e.data.options["tgt_lang"]) == (
+            ood.get("src_lang"), ood.get("tgt_lang"))  # fmt: skip
+        if same_pair and "error" not in ood:
+            settings = {"max_sentences": study.eval["out_of_domain"]["max_sentences"]}
+            out["ood"] = ood_run(run_dir, ood["src"], ood["ref"], ood["label"], settings, study.eval)
+    return out
+
+
 def collect(study: Study) -> list[dict[str, Any]]:
-    """One record per experiment (layout in :mod:`mt.study.claims`); test scores for final runs."""
+    """One record per experiment (layout in :mod:`mt.study.claims`); test scores and the
+    optional probes for final runs."""
     records = []
+    ood = out_of_domain_set(study) if any(5 in e.claims for e in study.experiments) else None
+    if ood is not None and "error" in ood:
+        print(f"warning: out-of-domain set {ood['label']} unavailable: {ood['error']}", file=sys.stderr)
     for e in study.experiments:
         finals = {r.run_dir for r in final_runs(study, e)}
         runs = []
@@ -39,35 +83,36 @@ def collect(study: Study) -> list[dict[str, Any]]:
                 continue
             seen.add(run.run_dir)
             final = run.run_dir in finals
-            test = None
+            test, extra = None, {}
             if final and result["status"] == "finished":
                 test = score_run(run.run_dir, prepare_data(study, e), e.data, "test", study.eval)
+                extra = probes(study, e, run.run_dir, ood)
             runs.append({"seed": run.seed, "lr": run.lr, "final": final, "status": result["status"],
-                         "run_dir": str(run.run_dir), "summary": result, "test": test})  # fmt: skip
+                         "run_dir": str(run.run_dir), "summary": result, "test": test, **extra})  # fmt: skip
         expected = len(e.lrs) + len(e.seeds) - 1
         records.append({
             "name": e.name, "architecture": e.architecture, "data": e.data.name,
             "synthetic": e.data.synthetic is not None, "fraction": e.fraction, "claims": list(e.claims),
             "config": str(e.config), "lrs": list(e.lrs), "seeds": list(e.seeds), "budget": e.budget,
             "runs_expected": expected, "runs": runs,
+            "out_of_domain_error": ood["error"] if ood and "error" in ood and 5 in e.claims else None,
         })  # fmt: skip
     return records
 
 
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or None
-    except OSError:
-        return None
-
-
 def machine() -> dict[str, Any]:
+    """Where the report (its decoding and gradient probes) ran: :func:`mt.benchmark.environment`
+    (CPU model, usable CPUs, torch threads, versions, git commit) in the study's terms."""
     import torch
 
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(), "torch": torch.__version__,
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}  # fmt: skip
+    from mt.benchmark import environment
+
+    env = environment(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    return {"platform": env["platform"], "processor": env["cpu"], "cpus": env["cpu_count"],
+            "cpus_usable": env["cpus_usable"], "torch": torch.__version__, "torch_threads": env["torch_threads"],
+            "torch_interop_threads": env["torch_interop_threads"],
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "git_commit": env["git_commit"],
+            "gpu": (env.get("gpu") or {}).get("name")}  # fmt: skip
 
 
 def _fmt(x: float | None, digits: int = 2) -> str:
@@ -78,7 +123,7 @@ def _effect(row: dict[str, Any]) -> str:
     est = row["estimate"]
     if est is None:
         return f"n/a (runs: {row['n_a']} vs {row['n_b']})"
-    digits = 0 if row["unit"] == "tokens/s" else 2
+    digits = {"tokens/s": 0, "factor/position": 3}.get(row["unit"], 2)
     return f"{est[0]:+.{digits}f} [{est[1]:+.{digits}f}, {est[2]:+.{digits}f}] {row['unit']}"
 
 
@@ -133,14 +178,80 @@ def _bucket_table(records: list[dict[str, Any]], claim: int, key: str, field: st
     return _table(["experiment", "source words", "sentences", "mean over seeds [95%]"], rows) if rows else []
 
 
+def _mean_ci(xs: list[float], digits: int) -> str:
+    ci = cl.mean_interval(xs)
+    if ci is None:
+        return _fmt(xs[0], digits) if xs else "n/a"
+    return f"{ci[0]:.{digits}f} [{ci[1]:.{digits}f}, {ci[2]:.{digits}f}]"
+
+
+def _gradient_section(records: list[dict[str, Any]]) -> list[str]:
+    """Claim 1: the gradient-flow probe's decay factor per experiment (mean over seeds [95%])."""
+    rows = []
+    for r in _per_arch(records, 1):
+        runs = [x for x in cl.finished(r) if x.get("gradients")]
+        if not runs:
+            continue
+        sentences = runs[0]["gradients"]["sentences"]
+        far = [max((d["distance"] for d in x["gradients"]["by_distance"] if d["count"] >= x["gradients"]["min_pairs"]),
+                   default=0) for x in runs]  # fmt: skip
+        rows.append([r["name"], r["architecture"], len(runs), sentences, min(far),
+                     _mean_ci(cl.values(r, cl.gradient_decay), 3)])  # fmt: skip
+    if not rows:
+        return ["Gradient norm against distance: not measured (set `eval.gradient_flow` in the study file; "
+                "`mt study --report_only` then measures the finished runs' checkpoints)."]  # fmt: skip
+    return ["Gradient norm against source distance (`mt gradients`' measure, ||d loss_i / d e_j|| of target "
+            "position i and source position j, on test pairs spread over the split): the decay factor per "
+            "position of distance is exp(slope) of log mean-norm against distance |i - j| >= 1, over the "
+            "distances with enough pairs; 1 is flat, smaller decays faster.", "",
+            *_table(["experiment", "cell", "runs", "test sentences per run", "farthest distance fitted",
+                     "decay factor per position, mean [95%]"], rows)]  # fmt: skip
+
+
+def _long_input_section(records: list[dict[str, Any]]) -> list[str]:
+    """Claim 5 on long input: stress-set BLEU per k and out-of-domain BLEU per experiment, and the
+    transformer - lstm differences."""
+    lines: list[str] = []
+    errors = {r["out_of_domain_error"] for r in _per_arch(records, 5) if r.get("out_of_domain_error")}
+    lines += [f"Out-of-domain set unavailable: {e}" for e in sorted(errors)] + ([""] if errors else [])
+    ks = cl.stress_ks(_per_arch(records, 5))
+    label = cl.ood_label(_per_arch(records, 5))
+    rows = []
+    for r in _per_arch(records, 5):
+        runs = cl.finished(r)
+        for k in ks:
+            info = next((row for x in runs for row in (x.get("stress") or {}).get("by_k") or [] if row["k"] == k), None)
+            if info is not None:
+                rows.append([r["name"], f"stress k={k}", info["lines"], f"{info['mean_source_words']:.1f}",
+                             _mean_ci(cl.values(r, cl.stress_bleu(k)), 1)])  # fmt: skip
+        ood = next((x["ood"] for x in runs if x.get("ood")), None)
+        if ood is not None:
+            rows.append([r["name"], ood["set"], ood["sentences"], f"{ood['mean_source_words']:.1f}",
+                         _mean_ci(cl.values(r, cl.ood_bleu), 1)])  # fmt: skip
+    if not rows:
+        return [*lines, "Concatenation stress set and out-of-domain long input: not measured (set `eval.stress` and "
+                "`eval.out_of_domain` in the study file; `mt study --report_only` decodes the finished runs)."]  # fmt: skip
+    lines += ["Long input: the test split with k consecutive sentences joined into one line (the concatenation "
+              "stress set), and an out-of-domain set" + (f" ({label})" if label else "") +
+              ", decoded from the final checkpoints (the study's `eval.beam_size`):", ""]  # fmt: skip
+    lines += _table(["experiment", "set", "lines", "mean source words", "BLEU, mean over seeds [95%]"], rows)
+    diffs = [[d["effect"], _effect(d), d["verdict"]] for d in cl.long_input_rows(records)]
+    if diffs:
+        lines += ["", *_table(["difference", "measured (95% interval)", "verdict"], diffs)]
+    return lines
+
+
 def format_report(study: Study, records: list[dict[str, Any]], rows: list[dict[str, Any]],
                   gradient_rows: list[dict[str, Any]], plots: list[str], meta: dict[str, Any]) -> str:  # fmt: skip
+    m = meta["machine"]
     scale = (f"Scale: study `{study.name}` ({study.path}); every verdict holds for this scale only "
              "(the models, data and budgets below), not for larger models or longer training.")  # fmt: skip
     lines = [f"# Claims study `{study.name}`", "", scale, "",
-             f"Machine: {meta['machine']['processor']}, {meta['machine']['cpus']} CPUs, "
-             f"GPU {meta['machine']['gpu'] or 'none'}, torch {meta['machine']['torch']}; "
-             f"git {meta['git_commit'] or 'unknown'}; written {meta['written']}.", "",
+             f"Machine (of this report: test decoding and probes): {m['processor']}, "
+             f"{m['cpus_usable']} of {m['cpus']} CPUs usable, GPU {m['gpu'] or 'none'}, torch {m['torch']} "
+             f"with {m['torch_threads']} intra-op / {m['torch_interop_threads']} inter-op threads "
+             f"(OMP_NUM_THREADS={m['omp_num_threads'] or 'unset'}); git {meta['git_commit'] or 'unknown'}; "
+             f"written {meta['written']}.", "",
              f"Command: `{meta['command']}`", "", "## Claims", "", cl.RULE, ""]  # fmt: skip
     table = [[row["claim"], cl.STATEMENTS[row["claim"]], row["experiment"], row["effect"], _effect(row),
               f"**{row['verdict']}**"] for row in rows]  # fmt: skip
@@ -156,8 +267,7 @@ def format_report(study: Study, records: list[dict[str, Any]], rows: list[dict[s
             lines += ["", "Agreement-marker accuracy (% of test sentences ending in the marker their first "
                       "word asks for) by source length:", ""]  # fmt: skip
             lines += _bucket_table(records, 1, "marker_accuracy", "accuracy", 100.0) or ["(no synthetic runs)"]
-            lines += ["", "Gradient norm against distance: not logged (needs the gradient-flow "
-                      "instrument `mt gradients`, not part of these runs)."]  # fmt: skip
+            lines += ["", *_gradient_section(records)]
         if claim == 2:
             grads = [[g["effect"], _effect(g), g["verdict"]] for g in gradient_rows]
             lines += ["", *(_table(["gradient figure", "measured", "verdict"], grads) if grads else
@@ -170,6 +280,7 @@ def format_report(study: Study, records: list[dict[str, Any]], rows: list[dict[s
         if claim == 5:
             lines += ["", "Test BLEU by source length:", ""]
             lines += _bucket_table(records, 5, "buckets", "bleu", 1.0) or ["(no test scores)"]
+            lines += ["", *_long_input_section(records)]
         if claim == 6:
             lines += ["", "Learning curve: the table above lists each fraction of the training data."]
         lines += ["", *[f"![{p}]({p})" for p in plots if p.startswith(f"claim{claim}_")]]
@@ -244,6 +355,7 @@ def write_plots(records: list[dict[str, Any]], out: Path) -> list[str]:
             save(fig, f"claim{claim}_by_length.png")
         else:
             plt.close(fig)
+    _probe_plots(records, save, plt)
     learning = [r for r in _per_arch(records, 6) if cl.values(r, cl.test_bleu)]
     if learning:
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))
@@ -271,6 +383,42 @@ def write_plots(records: list[dict[str, Any]], out: Path) -> list[str]:
     return written
 
 
+def _probe_plots(records: list[dict[str, Any]], save: Any, plt: Any) -> None:
+    """Claim 1's gradient norm against distance per run (one panel per cell) and claim 5's BLEU
+    against k on the stress set (with the out-of-domain BLEU beside)."""
+    grads = [(r, [x for x in cl.finished(r) if x.get("gradients")]) for r in _per_arch(records, 1)]
+    grads = [(r, runs) for r, runs in grads if runs]
+    if grads:
+        fig, axes = plt.subplots(1, len(grads), figsize=(4 * len(grads), 3.6), sharey=True, squeeze=False)
+        for ax, (r, runs) in zip(axes[0], grads, strict=True):
+            for x in runs:
+                g = x["gradients"]
+                pts = [d for d in g["by_distance"] if d["count"] >= g["min_pairs"] and d["mean_norm"] > 0]
+                ax.plot([d["distance"] for d in pts], [d["mean_norm"] for d in pts], marker=".",
+                        color=ARCH_COLOURS.get(r["architecture"]), alpha=0.8, label=f"seed {x['seed']}")  # fmt: skip
+            ax.set_yscale("log")
+            ax.set(title=f"{r['name']} ({r['architecture']})", xlabel="source distance |i - j| (subwords)")
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=7)
+        axes[0][0].set_ylabel("mean || d loss_i / d e_j ||")
+        save(fig, "claim1_gradient_flow.png")
+    ks = cl.stress_ks(_per_arch(records, 5))
+    if ks:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for r in _per_arch(records, 5):
+            means = [(k, sum(v) / len(v)) for k in ks if (v := cl.values(r, cl.stress_bleu(k)))]
+            if means:
+                ax.plot([k for k, _ in means], [m for _, m in means], marker="o",
+                        color=ARCH_COLOURS.get(r["architecture"]), label=f"{r['name']} (stress set)")  # fmt: skip
+            if v := cl.values(r, cl.ood_bleu):
+                ax.axhline(sum(v) / len(v), linestyle="--", color=ARCH_COLOURS.get(r["architecture"]),
+                           label=f"{r['name']} ({cl.ood_label([r])})")  # fmt: skip
+        ax.set_xticks(ks)
+        ax.set(xlabel="sentences joined per line (k)", ylabel="BLEU (mean over seeds)")
+        ax.legend(fontsize=7)
+        save(fig, "claim5_long_input.png")
+
+
 def _clean(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
@@ -288,10 +436,13 @@ def write_report(study: Study, command: str, plots: bool = True) -> dict[str, An
     rows = cl.claim_rows(records)
     gradient_rows = cl.gradient_rows(records)
     names = write_plots(records, study.out) if plots else []
-    meta = {"machine": machine(), "git_commit": _git_commit(), "command": command,
+    hardware = machine()
+    meta = {"machine": hardware, "git_commit": hardware["git_commit"], "command": command,
             "written": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}  # fmt: skip
     report = {"study": study.name, "file": str(study.path), **meta, "rule": cl.RULE,
-              "claims": rows, "gradient_claims": gradient_rows, "experiments": records, "plots": names}  # fmt: skip
+              "claims": rows, "gradient_claims": gradient_rows, "long_input": cl.long_input_rows(records),
+              "probes": {k: study.eval.get(k) for k in ("gradient_flow", "stress", "out_of_domain")},
+              "experiments": records, "plots": names}  # fmt: skip
     (study.out / "report.json").write_text(json.dumps(_clean(report), indent=2) + "\n")
     (study.out / "report.md").write_text(format_report(study, records, rows, gradient_rows, names, meta))
     return report

@@ -4,7 +4,10 @@ A study file (``configs/study/{smoke,cpu,gpu}.yaml``) is YAML with these keys::
 
     name: cpu                        # W&B group of every run; default output runs/study/{name}
     out: runs/study/cpu              # optional
-    eval: {beam_size: 1, bucket_edges: [10, 20, 30], n_bootstrap: 200}
+    eval: {beam_size: 1, bucket_edges: [10, 20, 30], n_bootstrap: 200,
+           gradient_flow: {sentences: 64, batch_size: 16},            # claim 1, optional
+           stress: {k: [1, 2, 4], max_sentences: 400},                # claim 5, optional
+           out_of_domain: {corpus: iwslt17, split: tst2017, max_sentences: 200}}  # claim 5, optional
     data:                            # named data sets
       multi30k: {data_dir: data/multi30k, test_split: test_2016_flickr}
       syn: {synthetic: {train_size: 4000, train_lengths: [4, 12]}, vocab_size: 200}
@@ -20,6 +23,17 @@ A study file (``configs/study/{smoke,cpu,gpu}.yaml``) is YAML with these keys::
         seeds: [1, 2, 3]
         overrides: {data.max_tokens: 1024}   # any other `mt fit` option, by its dotted key
         claims: [3, 5]               # which claims (1-6, mt/study/claims.py) this run feeds
+
+The optional ``eval`` probes run at report time on the final runs' checkpoints (so
+``--report_only`` adds them to a study whose training is done; each is cached per run):
+``gradient_flow`` measures the gradient norm against source distance (:mod:`mt.gradients`) of
+the claim-1 experiments on ``sentences`` test pairs spread over the test split; ``stress`` decodes
+the claim-5 experiments' test split with every ``k`` consecutive sentences joined (the first
+``max_sentences`` sentences, :func:`mt.evaluation.stress_set`); ``out_of_domain`` decodes the first
+``max_sentences`` lines of a corpus fetched by :mod:`mt.corpora` (``corpus: iwslt17``, ``split``
+tst2016 or tst2017, honouring ``MT_DATA_MIRROR``) or of a folder of ``{split}.{lang}`` files
+(``data_dir``, with ``src_lang``/``tgt_lang``, default de/en), for the claim-5 experiments whose
+data has the same languages.
 
 Experiment keys left out come from ``defaults``. A data set is a folder of ``{split}.{lang}``
 files (``data_dir``) or a synthetic pair (``synthetic``: the options of
@@ -49,7 +63,12 @@ ARCHITECTURES: dict[str, str | None] = {
 }
 CLAIM_IDS = (1, 2, 3, 4, 5, 6)
 TOP_KEYS = {"name", "out", "eval", "data", "defaults", "experiments"}
-EVAL_KEYS = {"beam_size", "bucket_edges", "n_bootstrap", "max_tokens"}
+EVAL_KEYS = {"beam_size", "bucket_edges", "n_bootstrap", "max_tokens", "gradient_flow", "stress",
+             "out_of_domain"}  # fmt: skip
+GRADIENT_KEYS = {"sentences", "batch_size"}
+STRESS_KEYS = {"k", "max_sentences"}
+OOD_KEYS = {"corpus", "split", "data_dir", "src_lang", "tgt_lang", "max_sentences"}
+OOD_CORPORA = ("iwslt17",)
 DATA_KEYS = {"data_dir", "synthetic", "src_lang", "tgt_lang", "train_split", "val_split",
              "test_split", "vocab_size", "tokenizer_type"}  # fmt: skip
 SYNTHETIC_KEYS = {"train_size", "val_size", "test_per_band", "train_lengths", "val_lengths",
@@ -137,6 +156,58 @@ def _model_class(config: Path) -> tuple[str | None, dict[str, Any]]:
                 model = text["model"]
     class_path = model.get("class_path")
     return (str(class_path).rsplit(".", 1)[-1] if class_path else None), model.get("init_args") or {}
+
+
+def _positive_int(value: Any, key: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise StudyError(f"{key}: an integer >= 1, got {value!r}")
+    return value
+
+
+def _load_probes(evaluation: dict[str, Any]) -> None:
+    """Check (and fill the defaults of) the optional probes under ``eval`` in place."""
+    if evaluation.get("gradient_flow") is not None:
+        grad = {"sentences": 64, "batch_size": 16, **_mapping(evaluation["gradient_flow"], "eval.gradient_flow")}
+        _known(grad, GRADIENT_KEYS, "eval.gradient_flow")
+        for key in GRADIENT_KEYS:
+            _positive_int(grad[key], f"eval.gradient_flow.{key}")
+        evaluation["gradient_flow"] = grad
+    if evaluation.get("stress") is not None:
+        stress = {"k": [1, 2, 4], "max_sentences": None, **_mapping(evaluation["stress"], "eval.stress")}
+        _known(stress, STRESS_KEYS, "eval.stress")
+        ks = stress["k"] if isinstance(stress["k"], list) else [stress["k"]]
+        if not ks or len(set(map(str, ks))) != len(ks):
+            raise StudyError(f"eval.stress.k: distinct integers >= 1, got {stress['k']!r}")
+        stress["k"] = sorted(_positive_int(k, "eval.stress.k") for k in ks)
+        if stress["max_sentences"] is not None:
+            _positive_int(stress["max_sentences"], "eval.stress.max_sentences")
+        evaluation["stress"] = stress
+    if evaluation.get("out_of_domain") is not None:
+        ood = {"src_lang": "de", "tgt_lang": "en", "max_sentences": None,
+               **_mapping(evaluation["out_of_domain"], "eval.out_of_domain")}  # fmt: skip
+        _known(ood, OOD_KEYS, "eval.out_of_domain")
+        if ("corpus" in ood) == ("data_dir" in ood):
+            raise StudyError("eval.out_of_domain: give exactly one of corpus or data_dir")
+        if "split" not in ood:
+            raise StudyError("eval.out_of_domain.split: missing (e.g. tst2017)")
+        if ood["max_sentences"] is not None:
+            _positive_int(ood["max_sentences"], "eval.out_of_domain.max_sentences")
+        if "corpus" in ood:
+            from mt.corpora import IWSLT17_LANGPAIR, IWSLT17_SACREBLEU
+
+            if ood["corpus"] not in OOD_CORPORA:
+                raise StudyError(f"eval.out_of_domain.corpus: unknown corpus {ood['corpus']!r} "
+                                 f"(known: {', '.join(OOD_CORPORA)})")  # fmt: skip
+            if ood["split"] not in IWSLT17_SACREBLEU:
+                raise StudyError(f"eval.out_of_domain.split: {ood['split']!r} is not an IWSLT17 test set "
+                                 f"(known: {', '.join(IWSLT17_SACREBLEU)})")  # fmt: skip
+            ood["src_lang"], ood["tgt_lang"] = IWSLT17_LANGPAIR.split("-")
+        else:
+            for lang in ("src_lang", "tgt_lang"):
+                path = Path(str(ood["data_dir"])) / f"{ood['split']}.{ood[lang]}"
+                if not path.is_file():
+                    raise StudyError(f"eval.out_of_domain.data_dir: no such file {path}")
+        evaluation["out_of_domain"] = ood
 
 
 def _load_data(name: str, raw: Any, out: Path) -> DataSet:
@@ -294,6 +365,7 @@ def load_study(path: str | Path, out: str | Path | None = None) -> Study:
     evaluation = {"beam_size": 1, "bucket_edges": [10, 20, 30, 40, 50], "n_bootstrap": 200,
                   "max_tokens": 4096, **_mapping(raw.get("eval"), "eval")}  # fmt: skip
     _known(evaluation, EVAL_KEYS, "eval")
+    _load_probes(evaluation)
     data = {str(k): _load_data(str(k), v, out_dir) for k, v in _mapping(raw.get("data"), "data").items()}
     defaults = _mapping(raw.get("defaults"), "defaults")
     _known(defaults, DEFAULT_KEYS, "defaults")
