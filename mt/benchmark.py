@@ -66,7 +66,7 @@ from mt.data import (
 )
 from mt.module import Seq2SeqModule
 from mt.precision import BF16, FP32, cpu_supports_bf16, resolve_precision
-from mt.search import beam_search, greedy_search
+from mt.search import DEFAULT_SEARCH, beam_search, greedy_search
 from mt.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, train_tokenizer
 
 __all__ = ["ModelSpec", "environment", "main", "non_padding_share", "write_result"]
@@ -866,8 +866,8 @@ def _ours(model: Seq2SeqModule, beam: int) -> Callable[[DecodeBatch], list[list[
             hyps = greedy_search(wrapped, b.src, b.src_pad_mask, max_len_a=0.0, max_len_b=b.steps)
             return [h.tokens for h in hyps]
         nbest = beam_search(
-            wrapped, b.src, b.src_pad_mask, beam_size=beam, length_penalty=1.0,
-            max_len_a=0.0, max_len_b=b.steps,
+            wrapped, b.src, b.src_pad_mask, beam_size=beam,
+            length_penalty=DEFAULT_SEARCH.length_penalty, max_len_a=0.0, max_len_b=b.steps,
         )
         return [n[0].tokens for n in nbest]
 
@@ -883,7 +883,7 @@ def _hf(model: nn.Module, beam: int) -> Callable[[DecodeBatch], list[list[int]]]
             do_sample=False,
             max_new_tokens=b.steps,
             min_new_tokens=b.steps,
-            length_penalty=1.0,
+            length_penalty=DEFAULT_SEARCH.length_penalty,
             early_stopping=False,
             use_cache=True,
         )  # (B, 1 + steps): the decoder start token, then the generated ones
@@ -911,7 +911,8 @@ def _ctranslate2(
             for row in b.src.tolist()
         ]
         results = translator.translate_batch(
-            sources, beam_size=beam, length_penalty=1.0, max_decoding_length=b.steps,
+            sources, beam_size=beam, length_penalty=DEFAULT_SEARCH.length_penalty,
+            max_decoding_length=b.steps,
             min_decoding_length=b.steps, max_input_length=0, max_batch_size=0,
         )  # fmt: skip
         return [[piece_ids[p] for p in r.hypotheses[0]] for r in results]

@@ -41,8 +41,10 @@ from torch import Tensor
 from mt.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 __all__ = [
+    "DEFAULT_SEARCH",
     "DecoderState",
     "Hypothesis",
+    "SearchConfig",
     "Seq2SeqModel",
     "beam_search",
     "greedy_search",
@@ -52,6 +54,30 @@ __all__ = [
 ]
 
 _NEG_INF = float("-inf")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """The decoding settings and their defaults, written once for every caller: the search
+    functions below, the models' hyperparameters, ``mt translate``, ``mt compare``,
+    ``scripts/evaluate.py`` and ``mt benchmark decode`` take their defaults from
+    :data:`DEFAULT_SEARCH`. The option and config key names stay the field names.
+
+    Attributes:
+        beam_size: K (1 = greedy search).
+        length_penalty: alpha of the GNMT length penalty; 0 ranks by the raw sum.
+        nbest: hypotheses returned per sentence (<= beam_size).
+        max_len_a, max_len_b: maximum output length ``int(a * src_len + b)``.
+    """
+
+    beam_size: int = 5
+    length_penalty: float = 1.0
+    nbest: int = 1
+    max_len_a: float = 1.2
+    max_len_b: float = 10
+
+
+DEFAULT_SEARCH = SearchConfig()
 
 
 class DecoderState(Protocol):
@@ -151,9 +177,9 @@ def greedy_search(
     model: Seq2SeqModel,
     src: Tensor,
     src_pad_mask: Tensor,
-    max_len_a: float = 1.2,
-    max_len_b: float = 10,
-    length_penalty: float = 1.0,
+    max_len_a: float = DEFAULT_SEARCH.max_len_a,
+    max_len_b: float = DEFAULT_SEARCH.max_len_b,
+    length_penalty: float = DEFAULT_SEARCH.length_penalty,
 ) -> list[Hypothesis]:
     """Pick the most probable token at every step; one hypothesis per sentence.
 
@@ -221,11 +247,11 @@ def beam_search(
     model: Seq2SeqModel,
     src: Tensor,
     src_pad_mask: Tensor,
-    beam_size: int = 5,
-    length_penalty: float = 1.0,
-    nbest: int = 1,
-    max_len_a: float = 1.2,
-    max_len_b: float = 10,
+    beam_size: int = DEFAULT_SEARCH.beam_size,
+    length_penalty: float = DEFAULT_SEARCH.length_penalty,
+    nbest: int = DEFAULT_SEARCH.nbest,
+    max_len_a: float = DEFAULT_SEARCH.max_len_a,
+    max_len_b: float = DEFAULT_SEARCH.max_len_b,
 ) -> list[list[Hypothesis]]:
     """Batched beam search over all sentences and beams at once (rows = sentences x K).
 
@@ -382,11 +408,11 @@ def search(
     model: Seq2SeqModel,
     src: Tensor,
     src_pad_mask: Tensor,
-    beam_size: int = 5,
-    length_penalty: float = 1.0,
-    nbest: int = 1,
-    max_len_a: float = 1.2,
-    max_len_b: float = 10,
+    beam_size: int = DEFAULT_SEARCH.beam_size,
+    length_penalty: float = DEFAULT_SEARCH.length_penalty,
+    nbest: int = DEFAULT_SEARCH.nbest,
+    max_len_a: float = DEFAULT_SEARCH.max_len_a,
+    max_len_b: float = DEFAULT_SEARCH.max_len_b,
 ) -> list[list[Hypothesis]]:
     """Greedy search when ``beam_size == 1``, beam search otherwise.
 

@@ -47,7 +47,7 @@ import torch
 from torch import nn
 
 from mt.atomic import atomic_write
-from mt.search import Hypothesis, length_penalty_factor, search
+from mt.search import DEFAULT_SEARCH, Hypothesis, length_penalty_factor, search
 from mt.tokenizer import EOS_ID, PAD_ID, Tokenizer
 
 __all__ = [
@@ -231,15 +231,15 @@ class Translator:
         self,
         model: nn.Module,
         tokenizer: Tokenizer,
-        beam_size: int = 5,
-        nbest: int = 1,
-        length_penalty: float = 1.0,
+        beam_size: int = DEFAULT_SEARCH.beam_size,
+        nbest: int = DEFAULT_SEARCH.nbest,
+        length_penalty: float = DEFAULT_SEARCH.length_penalty,
         max_tokens: int = 4096,
         device: str | torch.device = "cpu",
         precision: Precision = "32",
         max_input_tokens: int | None = None,
-        max_len_a: float = 1.2,
-        max_len_b: float = 10,
+        max_len_a: float = DEFAULT_SEARCH.max_len_a,
+        max_len_b: float = DEFAULT_SEARCH.max_len_b,
         warn: Callable[[str], None] | None = None,
     ) -> None:
         if beam_size < 1:
@@ -560,16 +560,16 @@ class CTranslate2Translator(Translator):
     def __init__(
         self,
         model_dir: str | os.PathLike,
-        beam_size: int = 5,
-        nbest: int = 1,
-        length_penalty: float = 1.0,
+        beam_size: int = DEFAULT_SEARCH.beam_size,
+        nbest: int = DEFAULT_SEARCH.nbest,
+        length_penalty: float = DEFAULT_SEARCH.length_penalty,
         max_tokens: int = 4096,
         device: str = "auto",
         threads: int = 0,
         compute_type: str = "default",
         max_input_tokens: int | None = None,
-        max_len_a: float = 1.2,
-        max_len_b: float = 10,
+        max_len_a: float = DEFAULT_SEARCH.max_len_a,
+        max_len_b: float = DEFAULT_SEARCH.max_len_b,
         warn: Callable[[str], None] | None = None,
     ) -> None:
         from mt.export import CT2_MISSING, ExportError, load_export_info
