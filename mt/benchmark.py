@@ -62,7 +62,9 @@ from mt.data import (
     TokenBudgetBatchSampler,
     TranslationDataModule,
     collate,
+    decoding_batches,
     encode_corpus,
+    pad_sources,
 )
 from mt.module import Seq2SeqModule
 from mt.precision import BF16, FP32, cpu_supports_bf16, resolve_precision
@@ -812,28 +814,13 @@ class DecodeBatch:
 def decode_batches(
     sources: Sequence[Sequence[int]], max_tokens: int, max_len_a: float, max_len_b: float
 ) -> list[DecodeBatch]:
-    """Sort by length (longest first) and cut batches of rows x longest source <= max_tokens,
-    as ``mt.translate.Translator`` does; ``steps`` = ``int(a * longest + b)`` (EOS counted)."""
-    order = sorted(range(len(sources)), key=lambda i: len(sources[i]), reverse=True)
-    groups: list[list[int]] = []
-    width = 0
-    for i in order:
-        new_width = max(width, len(sources[i]) + 1)
-        if groups and groups[-1] and (len(groups[-1]) + 1) * new_width > max_tokens:
-            groups.append([])
-            new_width = len(sources[i]) + 1
-        if not groups:
-            groups.append([])
-        groups[-1].append(i)
-        width = new_width
+    """The batches of :func:`mt.data.decoding_batches` (longest first, rows x longest source
+    <= max_tokens), as ``mt.translate.Translator`` cuts them; ``steps`` = ``int(a * longest +
+    b)`` (EOS counted)."""
     batches = []
-    for rows in groups:
-        longest = max(len(sources[i]) for i in rows) + 1
-        src = torch.full((len(rows), longest), PAD_ID, dtype=torch.long)
-        for r, i in enumerate(rows):
-            src[r, : len(sources[i])] = torch.as_tensor(list(sources[i]), dtype=torch.long)
-            src[r, len(sources[i])] = EOS_ID
-        steps = max(1, int(max_len_a * longest + max_len_b))
+    for rows in decoding_batches([len(s) for s in sources], max_tokens):
+        src = pad_sources([sources[i] for i in rows])  # (B, S)
+        steps = max(1, int(max_len_a * src.size(1) + max_len_b))
         batches.append(DecodeBatch(src, src == PAD_ID, steps))
     return batches
 

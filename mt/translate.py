@@ -47,8 +47,9 @@ import torch
 from torch import nn
 
 from mt.atomic import atomic_write
+from mt.data import decoding_batches, pad_sources
 from mt.search import DEFAULT_SEARCH, Hypothesis, length_penalty_factor, search
-from mt.tokenizer import EOS_ID, PAD_ID, Tokenizer
+from mt.tokenizer import PAD_ID, Tokenizer
 
 __all__ = [
     "CTranslate2Translator",
@@ -355,30 +356,15 @@ class Translator:
         self, units: list[_Unit], progress: Callable[[int], None] | None
     ) -> list[list[Hypothesis]]:
         """Sort by length, cut token-budget batches, search; results in the order of ``units``."""
-        order = sorted(range(len(units)), key=lambda u: len(units[u].ids), reverse=True)
         hyps: list[list[Hypothesis] | None] = [None] * len(units)
         done = 0
-        for batch in self._batches(order, units):
+        for batch in decoding_batches([len(u.ids) for u in units], self.max_tokens):
             for u, h in zip(batch, self._search_with_retry([units[u] for u in batch]), strict=True):
                 hyps[u] = h
             done += len(batch)
             if progress is not None:
                 progress(done)
         return hyps  # type: ignore[return-value]
-
-    def _batches(self, order: list[int], units: list[_Unit]) -> Iterator[list[int]]:
-        """Batches of unit indices (longest first) with rows x longest source <= max_tokens."""
-        batch: list[int] = []
-        width = 0  # longest source in the batch, EOS included
-        for u in order:
-            new_width = max(width, len(units[u].ids) + 1)
-            if batch and (len(batch) + 1) * new_width > self.max_tokens:
-                yield batch
-                batch, new_width = [], len(units[u].ids) + 1
-            batch.append(u)
-            width = new_width
-        if batch:
-            yield batch
 
     def _search_with_retry(self, units: list[_Unit]) -> list[list[Hypothesis]]:
         """Search one batch; on out-of-memory retry it in halves, down to single sentences."""
@@ -403,12 +389,7 @@ class Translator:
         return self._search_with_retry(units[:half]) + self._search_with_retry(units[half:])
 
     def _search(self, units: list[_Unit]) -> list[list[Hypothesis]]:
-        width = max(len(u.ids) for u in units) + 1
-        src = torch.full((len(units), width), PAD_ID, dtype=torch.long)  # (B, S)
-        for row, unit in enumerate(units):
-            src[row, : len(unit.ids)] = torch.tensor(unit.ids, dtype=torch.long)
-            src[row, len(unit.ids)] = EOS_ID
-        src = src.to(self.device)
+        src = pad_sources([u.ids for u in units]).to(self.device)  # (B, S)
         src_pad_mask = src == PAD_ID  # (B, S)
         autocast = (
             torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
