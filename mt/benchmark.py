@@ -70,6 +70,7 @@ from mt.module import Seq2SeqModule
 from mt.precision import BF16, FP32, cpu_supports_bf16, resolve_precision
 from mt.search import DEFAULT_SEARCH, beam_search, greedy_search
 from mt.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, train_tokenizer
+from mt.translate import TranslateError, resolve_device
 
 __all__ = ["ModelSpec", "environment", "main", "non_padding_share", "write_result"]
 
@@ -284,12 +285,6 @@ def _free(device: torch.device) -> None:
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def hf_available() -> bool:
@@ -1612,7 +1607,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
-    device = resolve_device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except TranslateError as err:
+        raise SystemExit(f"error: {err}") from None
     reduced = _apply_defaults(args, device)
     command = shlex.join(sys.argv if argv is None else ["scripts/benchmark.py", *argv])
     env = environment(device)

@@ -35,6 +35,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mt.corpora import DataError, check_text_file, sha256_file
+from mt.lines import LineDecodeError, decode_lines
 from mt.options import require
 from mt.tokenizer import (
     BOS_ID,
@@ -52,23 +53,17 @@ from mt.tokenizer import (
 
 
 def iter_lines(path: str | os.PathLike) -> Iterator[str]:
-    """Yield the lines of a UTF-8 file without their line ending ("\\n" or "\\r\\n").
+    """Yield the lines of a UTF-8 file without their line ending ("\\n" or "\\r\\n"), as
+    :func:`mt.lines.decode_lines` reads them.
 
     Raises:
         DataError: on the first line that is not valid UTF-8, naming the file and line number.
     """
     with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            raw = raw.rstrip(b"\n")
-            if raw.endswith(b"\r"):
-                raw = raw[:-1]
-            try:
-                yield raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise DataError(
-                    f"{path}:{lineno}: invalid UTF-8 (byte {err.object[err.start]:#04x} at "
-                    f"column {err.start + 1})"
-                ) from None
+        try:
+            yield from decode_lines(f, str(path))
+        except LineDecodeError as err:
+            raise DataError(str(err)) from None
 
 
 # --------------------------------------------------------------------------------------------

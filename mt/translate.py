@@ -48,6 +48,7 @@ from torch import nn
 
 from mt.atomic import atomic_write
 from mt.data import decoding_batches, pad_sources
+from mt.lines import LineDecodeError, decode_lines
 from mt.search import DEFAULT_SEARCH, Hypothesis, length_penalty_factor, search
 from mt.tokenizer import PAD_ID, Tokenizer
 
@@ -159,37 +160,21 @@ def read_lines(
     errors: ErrorMode = "strict",
     warn: Callable[[str], None] | None = None,
 ) -> Iterator[str]:
-    """Lines of a binary stream, decoded as UTF-8, lazily.
-
-    Lines are split on ``b"\\n"`` only (never on ``\\r``, U+2028 or other separators) and one
-    trailing ``b"\\r"`` is removed. A final line without newline counts as a line; a file that
-    ends with a newline has no extra empty line.
+    """Lines of a binary stream, decoded as UTF-8, lazily, by :func:`mt.lines.decode_lines`
+    (split on ``b"\\n"`` only, one trailing ``b"\\r"`` removed).
 
     Raises:
         TranslateError: ``FILE line N: invalid UTF-8 (...)`` on an invalid byte when
             ``errors == "strict"``; with ``"replace"`` the bytes become U+FFFD and ``warn`` is
             called with the line number.
     """
-    for number, raw in enumerate(stream, start=1):
-        if raw.endswith(b"\n"):
-            raw = raw[:-1]
-        if raw.endswith(b"\r"):
-            raw = raw[:-1]
-        try:
-            yield raw.decode("utf-8")
-        except UnicodeDecodeError as err:
-            detail = (
-                f"byte{'s' if err.end - err.start > 1 else ''} "
-                f"{err.object[err.start : err.end].hex(' ')} at byte {err.start + 1}: {err.reason}"
-            )
-            if errors == "strict":
-                raise TranslateUsageError(
-                    f"{name} line {number}: invalid UTF-8 ({detail}); "
-                    "use --errors replace to replace invalid bytes"
-                ) from None
-            if warn is not None:
-                warn(f"{name} line {number}: invalid UTF-8 ({detail}), replaced with U+FFFD")
-            yield raw.decode("utf-8", errors="replace")
+    try:
+        yield from decode_lines(stream, name, errors, warn)
+    except LineDecodeError as err:
+        raise TranslateUsageError(
+            f"{name} line {err.line}: invalid UTF-8 ({err.detail}); "
+            "use --errors replace to replace invalid bytes"
+        ) from None
 
 
 def _stderr_warning(message: str) -> None:
