@@ -55,6 +55,7 @@ from torch import Tensor, nn
 
 from mt.module import Seq2SeqModule
 from mt.options import OptionError, require
+from mt.throughput import FlopTerm, linear_macs
 from mt.tokenizer import PAD_ID
 
 __all__ = ["TransformerSeq2Seq", "TransformerState", "sinusoidal_positions"]
@@ -758,3 +759,23 @@ class TransformerSeq2Seq(Seq2SeqModule):
         log_probs = self._step_log_probs(self.decoder_norm(x)[:, 0], cache)  # (B, V)
         cache.version += 1
         return log_probs, replace(state, step=step + 1, cache=cache, version=cache.version)
+
+    def flop_terms(self) -> list[FlopTerm]:
+        """Forward FLOP terms, per unit of a batch's length statistics; the derivation is in
+        :mod:`mt.throughput`'s docstring. Sizes are read from the layers' weight shapes."""
+        enc_linear = sum(linear_macs(layer.modules()) for layer in self.encoder)
+        cross_kv = sum(layer.cross_attn.kv.weight.numel() for layer in self.decoder)
+        dec_linear = sum(linear_macs(layer.modules()) for layer in self.decoder) - cross_kv
+        projection = self.tgt_embed if self.output_proj is None else self.output_proj
+        output = projection.weight.numel()  # V x D, tied or not
+        n_enc, n_dec = len(self.encoder), len(self.decoder)
+        return [
+            FlopTerm("encoder_linear", "src", 2.0 * enc_linear),
+            FlopTerm("cross_attention_memory_kv", "src", 2.0 * cross_kv),
+            FlopTerm("decoder_linear", "tgt", 2.0 * dec_linear),
+            FlopTerm("output_projection", "tgt", 2.0 * output),
+            # QK^T and AV: 2 products of (rows x keys x D) multiply-adds each, per layer.
+            FlopTerm("encoder_self_attention", "src_sq", 2.0 * 2 * self.d_model * n_enc),
+            FlopTerm("decoder_self_attention", "tgt_sq", 2.0 * 2 * self.d_model * n_dec),
+            FlopTerm("cross_attention", "src_tgt", 2.0 * 2 * self.d_model * n_dec),
+        ]
