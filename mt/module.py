@@ -9,7 +9,7 @@ A subclass implements the model interface that search relies on:
     encode(src, src_pad_mask) -> State                 # (B, S), (B, S) True at padding
     decode(tgt_in, state) -> logits                    # (B, T) -> (B, T, V), teacher forcing
     decode_step(prev_tokens, state) -> (log_probs, State)   # (B,) -> (B, V), one step
-    State.index_select(indices) -> State               # reorder / expand rows for beam search
+    State.index_select(indices, group) -> State        # reorder / expand rows for beam search
 
 Decoding is a chain: ``decode_step`` and ``index_select`` may consume the state they are given
 and reuse its buffers (the Transformer does), and the log-probabilities a step returns are valid

@@ -274,8 +274,9 @@ class RNNState:
     attentional: Tensor
     attention: Tensor | None = None
 
-    def index_select(self, indices: Tensor) -> RNNState:
-        """Rows ``indices`` (B',) of the state: reorder, repeat or drop rows (beam search)."""
+    def index_select(self, indices: Tensor, group: int = 1) -> RNNState:
+        """Rows ``indices`` (B',) of the state: reorder, repeat or drop rows (beam search).
+        Every row keeps its own copy of the memory, so the beam grouping ``group`` is unused."""
         return RNNState(
             memory=self.memory.index_select(0, indices),
             keys=self.keys.index_select(0, indices),

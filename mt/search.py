@@ -4,7 +4,7 @@ The search knows nothing about the architecture. A model provides::
 
     encode(src (B, S), src_pad_mask (B, S)) -> State
     decode_step(prev_tokens (B,), State) -> (log_probs (B, V), State)
-    State.index_select(indices (B',)) -> State
+    State.index_select(indices (B',), group) -> State   # group: K beams of a sentence, or 1
 
 ``decode_step`` is incremental: the first call receives BOS for every row and the state keeps
 track of the position. A state and a step's log-probabilities are used once, before the next
@@ -83,8 +83,13 @@ DEFAULT_SEARCH = SearchConfig()
 class DecoderState(Protocol):
     """What a model's ``encode``/``decode_step`` returns: everything decoding needs per row."""
 
-    def index_select(self, indices: Tensor) -> DecoderState:
-        """Return the state with rows ``indices`` (reorder, repeat or drop rows)."""
+    def index_select(self, indices: Tensor, group: int = 1) -> DecoderState:
+        """Return the state with rows ``indices`` (reorder, repeat or drop rows).
+
+        ``group``: the new rows come in groups of ``group`` consecutive rows of one source
+        sentence (beam search passes K: the beams of a sentence); 1 = no grouping. A state may
+        use it to keep one copy of a sentence's memory for all its beams, or ignore it.
+        """
         ...
 
 
@@ -296,7 +301,7 @@ def beam_search(
     device = src.device
     max_len = max_output_lengths(src_pad_mask, max_len_a, max_len_b)  # (N,)
     state = model.encode(src, src_pad_mask)
-    state = state.index_select(torch.arange(batch_size, device=device).repeat_interleave(k))
+    state = state.index_select(torch.arange(batch_size, device=device).repeat_interleave(k), k)
 
     sent = torch.arange(batch_size, device=device)  # (N,) batch index of each active sentence
     # Only beam 0 is live at the start, so the K copies of BOS do not yield K identical beams.
@@ -381,7 +386,7 @@ def beam_search(
             new_scores, new_beam = new_scores[keep], new_beam[keep]
             new_token, new_history = new_token[keep], new_history[keep]
         # Reorder the beams and drop done sentences in one index_select.
-        state = state.index_select((row_base.unsqueeze(1) * k + new_beam).view(-1))  # (N'*K,)
+        state = state.index_select((row_base.unsqueeze(1) * k + new_beam).view(-1), k)  # (N'*K,)
         scores, history, prev = new_scores, new_history, new_token.view(-1)
         step += 1
 

@@ -31,6 +31,7 @@ and ``decode_step`` read. Two things keep beam search cheap (profiles in
 * The memory is stored once per source sentence, not once per beam: the state's rows (sentences x
   beams) come in groups of ``group`` consecutive rows that read the same memory row, and the
   cross-attention runs the ``group`` queries of a sentence against its one copy of the memory.
+  The search says the grouping (``index_select(indices, group=K)``); the state never infers it.
   Reordering beams within their sentences therefore never touches the memory.
 * The self-attention keys/values of the positions decoded so far live in one preallocated buffer
   (``SelfAttentionCache``), position-major: a step writes its keys/values at position t in place
@@ -505,27 +506,24 @@ class TransformerState:
                 "self-attention cache has moved on. Continue from the state that call returned."
             )
 
-    def index_select(self, indices: Tensor) -> TransformerState:
+    def index_select(self, indices: Tensor, group: int = 1) -> TransformerState:
         """Rows ``indices`` (R',): reorder, repeat (beam expansion) or drop rows.
 
-        The memory is gathered only when the new rows' sentences differ from the old ones:
-        reordering the beams of each sentence, expanding every sentence into K beams
-        (``arange(M).repeat_interleave(K)``) or dropping whole sentences keep the memory of the
-        kept sentences as it is (dropping gathers only the kept sentences). Consumes the state
-        (see the module docstring).
+        ``group`` is the caller's promise about the new rows: they come in groups of ``group``
+        consecutive rows of one source sentence (the K beams of a sentence, as beam search
+        passes them); 1 promises nothing. The state keeps that grouping, so the cross-attention
+        reads one copy of the memory per sentence, and the memory is gathered only when the kept
+        sentences differ from the old ones: reordering the beams within their sentences,
+        expanding every sentence into K beams (``arange(M).repeat_interleave(K)``, ``group=K``)
+        or dropping whole sentences keep the memory of the kept sentences as it is (dropping
+        gathers only the kept sentences). Consumes the state (see the module docstring).
         """
         self.check_current()
+        rows = indices.numel()
+        if group < 1 or rows % group:
+            raise ValueError(f"group={group} must be >= 1 and divide the {rows} rows")
         memory_row = torch.div(indices, self.group, rounding_mode="floor")  # (R',)
-        # The new rows' grouping: the old one (beams reordered, sentences dropped) or R' / M
-        # (every sentence expanded into beams), the larger first; else one row per memory row.
-        rows, memory_rows = indices.numel(), self.memory_pad_mask.size(0)
-        group, sentences = 1, memory_row  # sentences: (M',) the memory rows kept
-        for candidate in sorted({self.group, rows // max(memory_rows, 1)}, reverse=True):
-            if candidate > 1 and rows % candidate == 0:
-                per_group = memory_row.view(-1, candidate)  # (M', candidate)
-                if bool((per_group == per_group[:, :1]).all()):
-                    group, sentences = candidate, per_group[:, 0]
-                    break
+        sentences = memory_row[::group]  # (M',) the memory row of each new group
         same_memory = sentences.numel() == self.memory_pad_mask.size(0) and bool(
             torch.equal(sentences, torch.arange(sentences.numel(), device=sentences.device))
         )

@@ -41,7 +41,7 @@ class TableState:
     variant: Tensor  # (R,) long
     step: int
 
-    def index_select(self, indices: Tensor) -> TableState:
+    def index_select(self, indices: Tensor, group: int = 1) -> TableState:
         return TableState(self.variant.index_select(0, indices), self.step)
 
 
