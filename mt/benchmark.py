@@ -63,12 +63,15 @@ from mt.data import (
     TokenBudgetBatchSampler,
     TranslationDataModule,
     collate,
+    decoding_batches,
     encode_corpus,
+    pad_sources,
 )
 from mt.module import Seq2SeqModule
 from mt.precision import BF16, FP32, cpu_supports_bf16, read_cpuinfo, resolve_precision
-from mt.search import beam_search, greedy_search
+from mt.search import DEFAULT_SEARCH, beam_search, greedy_search
 from mt.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, train_tokenizer
+from mt.translate import TranslateError, resolve_device
 
 __all__ = ["ModelSpec", "environment", "main", "non_padding_share", "write_result"]
 
@@ -270,12 +273,6 @@ def _free(device: torch.device) -> None:
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def hf_available() -> bool:
@@ -800,28 +797,13 @@ class DecodeBatch:
 def decode_batches(
     sources: Sequence[Sequence[int]], max_tokens: int, max_len_a: float, max_len_b: float
 ) -> list[DecodeBatch]:
-    """Sort by length (longest first) and cut batches of rows x longest source <= max_tokens,
-    as ``mt.translate.Translator`` does; ``steps`` = ``int(a * longest + b)`` (EOS counted)."""
-    order = sorted(range(len(sources)), key=lambda i: len(sources[i]), reverse=True)
-    groups: list[list[int]] = []
-    width = 0
-    for i in order:
-        new_width = max(width, len(sources[i]) + 1)
-        if groups and groups[-1] and (len(groups[-1]) + 1) * new_width > max_tokens:
-            groups.append([])
-            new_width = len(sources[i]) + 1
-        if not groups:
-            groups.append([])
-        groups[-1].append(i)
-        width = new_width
+    """The batches of :func:`mt.data.decoding_batches` (longest first, rows x longest source
+    <= max_tokens), as ``mt.translate.Translator`` cuts them; ``steps`` = ``int(a * longest +
+    b)`` (EOS counted)."""
     batches = []
-    for rows in groups:
-        longest = max(len(sources[i]) for i in rows) + 1
-        src = torch.full((len(rows), longest), PAD_ID, dtype=torch.long)
-        for r, i in enumerate(rows):
-            src[r, : len(sources[i])] = torch.as_tensor(list(sources[i]), dtype=torch.long)
-            src[r, len(sources[i])] = EOS_ID
-        steps = max(1, int(max_len_a * longest + max_len_b))
+    for rows in decoding_batches([len(s) for s in sources], max_tokens):
+        src = pad_sources([sources[i] for i in rows])  # (B, S)
+        steps = max(1, int(max_len_a * src.size(1) + max_len_b))
         batches.append(DecodeBatch(src, src == PAD_ID, steps))
     return batches
 
@@ -854,8 +836,8 @@ def _ours(model: Seq2SeqModule, beam: int) -> Callable[[DecodeBatch], list[list[
             hyps = greedy_search(wrapped, b.src, b.src_pad_mask, max_len_a=0.0, max_len_b=b.steps)
             return [h.tokens for h in hyps]
         nbest = beam_search(
-            wrapped, b.src, b.src_pad_mask, beam_size=beam, length_penalty=1.0,
-            max_len_a=0.0, max_len_b=b.steps,
+            wrapped, b.src, b.src_pad_mask, beam_size=beam,
+            length_penalty=DEFAULT_SEARCH.length_penalty, max_len_a=0.0, max_len_b=b.steps,
         )
         return [n[0].tokens for n in nbest]
 
@@ -871,7 +853,7 @@ def _hf(model: nn.Module, beam: int) -> Callable[[DecodeBatch], list[list[int]]]
             do_sample=False,
             max_new_tokens=b.steps,
             min_new_tokens=b.steps,
-            length_penalty=1.0,
+            length_penalty=DEFAULT_SEARCH.length_penalty,
             early_stopping=False,
             use_cache=True,
         )  # (B, 1 + steps): the decoder start token, then the generated ones
@@ -899,7 +881,8 @@ def _ctranslate2(
             for row in b.src.tolist()
         ]
         results = translator.translate_batch(
-            sources, beam_size=beam, length_penalty=1.0, max_decoding_length=b.steps,
+            sources, beam_size=beam, length_penalty=DEFAULT_SEARCH.length_penalty,
+            max_decoding_length=b.steps,
             min_decoding_length=b.steps, max_input_length=0, max_batch_size=0,
         )  # fmt: skip
         return [[piece_ids[p] for p in r.hypotheses[0]] for r in results]
@@ -1614,7 +1597,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
-    device = resolve_device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except TranslateError as err:
+        raise SystemExit(f"error: {err}") from None
     reduced = _apply_defaults(args, device)
     command = shlex.join(sys.argv if argv is None else ["scripts/benchmark.py", *argv])
     env = environment(device)

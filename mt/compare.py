@@ -58,6 +58,7 @@ from mt.evaluation import (
     stress_set,
 )
 from mt.runs import run_dir_of, run_name
+from mt.search import DEFAULT_SEARCH
 
 __all__ = [
     "THROUGHPUT_COLUMNS",
@@ -245,8 +246,8 @@ def compare(
     ref_path: str | Path,
     out_dir: str | Path,
     names: Sequence[str] | None = None,
-    beam_size: int = 5,
-    length_penalty: float = 1.0,
+    beam_size: int = DEFAULT_SEARCH.beam_size,
+    length_penalty: float = DEFAULT_SEARCH.length_penalty,
     max_tokens: int = 4096,
     stress_k: Sequence[int] = (1, 2, 4, 8),
     bucket_edges: Sequence[int] = DEFAULT_EDGES,

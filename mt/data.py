@@ -35,6 +35,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mt.corpora import DataError, check_text_file, sha256_file
+from mt.lines import LineDecodeError, decode_lines
 from mt.options import require
 from mt.tokenizer import (
     BOS_ID,
@@ -52,23 +53,17 @@ from mt.tokenizer import (
 
 
 def iter_lines(path: str | os.PathLike) -> Iterator[str]:
-    """Yield the lines of a UTF-8 file without their line ending ("\\n" or "\\r\\n").
+    """Yield the lines of a UTF-8 file without their line ending ("\\n" or "\\r\\n"), as
+    :func:`mt.lines.decode_lines` reads them.
 
     Raises:
         DataError: on the first line that is not valid UTF-8, naming the file and line number.
     """
     with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            raw = raw.rstrip(b"\n")
-            if raw.endswith(b"\r"):
-                raw = raw[:-1]
-            try:
-                yield raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise DataError(
-                    f"{path}:{lineno}: invalid UTF-8 (byte {err.object[err.start]:#04x} at "
-                    f"column {err.start + 1})"
-                ) from None
+        try:
+            yield from decode_lines(f, str(path))
+        except LineDecodeError as err:
+            raise DataError(str(err)) from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -254,12 +249,20 @@ def pad_sequences(seqs: Sequence[np.ndarray | list[int]], multiple: int = 1) -> 
     return torch.from_numpy(out)
 
 
+def pad_sources(seqs: Sequence[np.ndarray | Sequence[int]], multiple: int = 1) -> Tensor:
+    """The (B, S) source tensor of id sequences (without EOS): each followed by EOS, then
+    right-padded with PAD_ID (see :func:`pad_sequences`). Training, translation and benchmarks
+    build their sources with it."""
+    eos = np.array([EOS_ID])
+    return pad_sequences([np.concatenate([np.asarray(s, dtype=np.int64), eos]) for s in seqs], multiple)
+
+
 def collate(
     items: Sequence[tuple[int, np.ndarray, np.ndarray, str]], pad_to_multiple: int = 1
 ) -> Batch:
     """Build a Batch from ``(index, src_ids, tgt_ids, ref)`` items (ids without BOS/EOS)."""
     eos, bos = np.array([EOS_ID]), np.array([BOS_ID])
-    src = pad_sequences([np.concatenate([s, eos]) for _, s, _, _ in items], pad_to_multiple)
+    src = pad_sources([s for _, s, _, _ in items], pad_to_multiple)
     tgt_in = pad_sequences([np.concatenate([bos, t]) for _, _, t, _ in items], pad_to_multiple)
     tgt_out = pad_sequences([np.concatenate([t, eos]) for _, _, t, _ in items], pad_to_multiple)
     return Batch(
@@ -345,7 +348,9 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
         # little too: 95% non-padding on Multi30k at 4096 tokens, 92.6% with size alone), then
         # line number. A stable, seed-independent order: the batches are the same every epoch.
         order = np.lexsort((indices, tgt_len, src_len, size))
-        self._batches = _balance(_cut(indices[order], size[order], max_tokens), num_replicas)
+        sorted_indices = indices[order]
+        batches = [sorted_indices[cut] for cut in cut_batches(size[order], max_tokens)]
+        self._batches = _balance(batches, num_replicas)
 
     @property
     def sampler(self) -> TokenBudgetBatchSampler:
@@ -387,18 +392,36 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
         self._resume_at = self._position
 
 
-def _cut(indices: np.ndarray, size: np.ndarray, max_tokens: int) -> list[np.ndarray]:
-    """Greedy cut of length-sorted examples into batches with rows x max(size) <= max_tokens."""
-    batches, start = [], 0
-    n = len(indices)
-    while start < n:
-        # size is sorted ascending, so a batch [start, end) costs (end - start) * size[end - 1].
-        end = start + 1
-        while end < n and (end + 1 - start) * size[end] <= max_tokens:
-            end += 1
-        batches.append(indices[start:end])
-        start = end
+def cut_batches(sizes: Sequence[int] | np.ndarray, max_tokens: int) -> list[slice]:
+    """The token-budget batcher: cut a sequence of padded sizes, in the order given (sorted by
+    length, ascending or descending), into consecutive slices whose cost ``rows x largest size``
+    stays within ``max_tokens``, greedily. A single size over the budget is a batch of its own.
+
+    Training (:class:`TokenBudgetBatchSampler`) and decoding (:func:`decoding_batches`:
+    ``mt translate``, ``mt compare``, ``scripts/evaluate.py``, ``mt benchmark decode``) batch with it.
+    """
+    if isinstance(sizes, np.ndarray):
+        sizes = sizes.tolist()  # Python ints: a loop over numpy scalars is several times slower
+    batches: list[slice] = []
+    start, width = 0, 0  # the open batch starts at ``start``; ``width``: its largest size
+    for end, size in enumerate(sizes):
+        new_width = max(width, size)
+        if end > start and (end + 1 - start) * new_width > max_tokens:
+            batches.append(slice(start, end))
+            start, new_width = end, size
+        width = new_width
+    if start < len(sizes):
+        batches.append(slice(start, len(sizes)))
     return batches
+
+
+def decoding_batches(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
+    """Batches of the indices of sentences of ``lengths`` subwords (EOS not counted) for
+    decoding: longest first (ties in input order), cut by :func:`cut_batches` at rows x longest
+    source (EOS included) <= ``max_tokens``. Callers put each result back at its index, so
+    outputs keep the input order; :func:`pad_sources` builds a batch's source tensor."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__, reverse=True)
+    return [order[cut] for cut in cut_batches([lengths[i] + 1 for i in order], max_tokens)]
 
 
 def _balance(batches: list[np.ndarray], num_replicas: int) -> list[np.ndarray]:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,6 +40,7 @@ from mt.evaluation import (
     format_scores,
     length_buckets,
 )
+from mt.lines import LineDecodeError, decode_lines
 
 
 class InputError(Exception):
@@ -48,9 +50,9 @@ class InputError(Exception):
 def read_lines(path: str | Path) -> list[str]:
     """Read a text file the way the ``sacrebleu`` CLI does, but strictly.
 
-    The file (optionally gzip-compressed, by ``.gz`` suffix) is decoded as UTF-8 line by line,
-    lines are split on ``"\\n"`` only (no other Unicode line breaks) and each line is
-    ``rstrip()``-ed, exactly as ``sacrebleu`` does (``line.rstrip()`` after opening with
+    The file (optionally gzip-compressed, by ``.gz`` suffix) is decoded as UTF-8 line by line
+    (:func:`mt.lines.decode_lines`), lines are split on ``"\\n"`` only (no other Unicode line
+    breaks) and each line is ``rstrip()``-ed, exactly as ``sacrebleu`` does (``line.rstrip()`` after opening with
     ``newline="\\n"``). A final line without a trailing newline is kept; a byte-order mark is
     not removed (sacreBLEU keeps it too).
 
@@ -65,19 +67,10 @@ def read_lines(path: str | Path) -> list[str]:
             data = gzip.decompress(data)
     except (OSError, EOFError) as exc:
         raise InputError(f"cannot read {path}: {exc}") from None
-    chunks = data.split(b"\n")
-    if chunks and chunks[-1] == b"":
-        chunks.pop()
-    lines: list[str] = []
-    for lineno, chunk in enumerate(chunks, 1):
-        try:
-            text = chunk.decode("utf-8", errors="strict")
-        except UnicodeDecodeError as exc:
-            raise InputError(
-                f"{path}:{lineno}: invalid UTF-8 ({exc.reason} at byte {exc.start} of the line)"
-            ) from None
-        lines.append(text.rstrip())
-    return lines
+    try:
+        return [line.rstrip() for line in decode_lines(io.BytesIO(data), str(path))]
+    except LineDecodeError as err:
+        raise InputError(str(err)) from None
 
 
 def translate_with_checkpoint(args: argparse.Namespace) -> list[str]:

@@ -9,7 +9,7 @@ A subclass implements the model interface that search relies on:
     encode(src, src_pad_mask) -> State                 # (B, S), (B, S) True at padding
     decode(tgt_in, state) -> logits                    # (B, T) -> (B, T, V), teacher forcing
     decode_step(prev_tokens, state) -> (log_probs, State)   # (B,) -> (B, V), one step
-    State.index_select(indices) -> State               # reorder / expand rows for beam search
+    State.index_select(indices, group) -> State        # reorder / expand rows for beam search
 
 Decoding is a chain: ``decode_step`` and ``index_select`` may consume the state they are given
 and reuse its buffers (the Transformer does), and the log-probabilities a step returns are valid
@@ -35,8 +35,8 @@ from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
 from mt.data import Batch
 from mt.options import require
+from mt.search import DEFAULT_SEARCH, search
 from mt.search import DecoderState as State
-from mt.search import search
 from mt.tokenizer import PAD_ID, Tokenizer, describe_difference
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], Optimizer]
@@ -110,9 +110,9 @@ class Seq2SeqModule(L.LightningModule):
         optimizer: OptimizerFactory = adamw,
         lr_scheduler: SchedulerFactory | None = None,
         beam_size: int = 1,
-        length_penalty: float = 1.0,
-        max_len_a: float = 1.2,
-        max_len_b: int = 10,
+        length_penalty: float = DEFAULT_SEARCH.length_penalty,
+        max_len_a: float = DEFAULT_SEARCH.max_len_a,
+        max_len_b: int = DEFAULT_SEARCH.max_len_b,
         compile: bool = False,
     ) -> None:
         super().__init__()

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from mt.module import CheckpointError, Seq2SeqModule
 from mt.options import require
+from mt.throughput import FlopTerm, linear_macs, rnn_macs
 from mt.tokenizer import PAD_ID
 
 __all__ = ["AttentionType", "Attention", "BiRNNEncoder", "Cell", "RNNSeq2Seq", "RNNState"]
@@ -273,8 +274,9 @@ class RNNState:
     attentional: Tensor
     attention: Tensor | None = None
 
-    def index_select(self, indices: Tensor) -> RNNState:
-        """Rows ``indices`` (B',) of the state: reorder, repeat or drop rows (beam search)."""
+    def index_select(self, indices: Tensor, group: int = 1) -> RNNState:
+        """Rows ``indices`` (B',) of the state: reorder, repeat or drop rows (beam search).
+        Every row keeps its own copy of the memory, so the beam grouping ``group`` is unused."""
         return RNNState(
             memory=self.memory.index_select(0, indices),
             keys=self.keys.index_select(0, indices),
@@ -552,3 +554,21 @@ class RNNSeq2Seq(Seq2SeqModule):
         logits = self.output_proj(attentional)  # (B, V)
         log_probs = F.log_softmax(logits.float(), dim=-1)  # (B, V)
         return log_probs, replace(state, hidden=hidden, attentional=attentional, attention=weights)
+
+    def flop_terms(self) -> list[FlopTerm]:
+        """Forward FLOP terms, any cell, per unit of a batch's length statistics; the derivation
+        is in :mod:`mt.throughput`'s docstring. Sizes are read from the layers' weight shapes."""
+        width = int(self.hidden_size)  # H of the memory, query and context
+        src_linear = linear_macs([self.memory_proj, self.attention.key_proj])
+        tgt_linear = linear_macs([self.attention.query_proj, self.combine])
+        # Score (dot product, or v_a . tanh(.) for bahdanau) + context: H + H per (t, s) pair.
+        pair_macs = 2 * width
+        return [
+            FlopTerm("encoder_rnn", "src", 2.0 * rnn_macs(self.encoder)),
+            FlopTerm("memory_and_key_projections", "src", 2.0 * src_linear),
+            FlopTerm("bridge", "sentences", 2.0 * self.bridge_weight.numel()),
+            FlopTerm("decoder_rnn", "tgt", 2.0 * rnn_macs(self.decoder_rnn)),
+            FlopTerm("query_and_combine_projections", "tgt", 2.0 * tgt_linear),
+            FlopTerm("output_projection", "tgt", 2.0 * self.output_proj.weight.numel()),
+            FlopTerm("attention", "src_tgt", 2.0 * pair_macs),
+        ]

@@ -4,7 +4,7 @@ The search knows nothing about the architecture. A model provides::
 
     encode(src (B, S), src_pad_mask (B, S)) -> State
     decode_step(prev_tokens (B,), State) -> (log_probs (B, V), State)
-    State.index_select(indices (B',)) -> State
+    State.index_select(indices (B',), group) -> State   # group: K beams of a sentence, or 1
 
 ``decode_step`` is incremental: the first call receives BOS for every row and the state keeps
 track of the position. A state and a step's log-probabilities are used once, before the next
@@ -41,8 +41,10 @@ from torch import Tensor
 from mt.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 __all__ = [
+    "DEFAULT_SEARCH",
     "DecoderState",
     "Hypothesis",
+    "SearchConfig",
     "Seq2SeqModel",
     "beam_search",
     "greedy_search",
@@ -54,11 +56,40 @@ __all__ = [
 _NEG_INF = float("-inf")
 
 
+@dataclass(frozen=True)
+class SearchConfig:
+    """The decoding settings and their defaults, written once for every caller: the search
+    functions below, the models' hyperparameters, ``mt translate``, ``mt compare``,
+    ``scripts/evaluate.py`` and ``mt benchmark decode`` take their defaults from
+    :data:`DEFAULT_SEARCH`. The option and config key names stay the field names.
+
+    Attributes:
+        beam_size: K (1 = greedy search).
+        length_penalty: alpha of the GNMT length penalty; 0 ranks by the raw sum.
+        nbest: hypotheses returned per sentence (<= beam_size).
+        max_len_a, max_len_b: maximum output length ``int(a * src_len + b)``.
+    """
+
+    beam_size: int = 5
+    length_penalty: float = 1.0
+    nbest: int = 1
+    max_len_a: float = 1.2
+    max_len_b: float = 10
+
+
+DEFAULT_SEARCH = SearchConfig()
+
+
 class DecoderState(Protocol):
     """What a model's ``encode``/``decode_step`` returns: everything decoding needs per row."""
 
-    def index_select(self, indices: Tensor) -> DecoderState:
-        """Return the state with rows ``indices`` (reorder, repeat or drop rows)."""
+    def index_select(self, indices: Tensor, group: int = 1) -> DecoderState:
+        """Return the state with rows ``indices`` (reorder, repeat or drop rows).
+
+        ``group``: the new rows come in groups of ``group`` consecutive rows of one source
+        sentence (beam search passes K: the beams of a sentence); 1 = no grouping. A state may
+        use it to keep one copy of a sentence's memory for all its beams, or ignore it.
+        """
         ...
 
 
@@ -151,9 +182,9 @@ def greedy_search(
     model: Seq2SeqModel,
     src: Tensor,
     src_pad_mask: Tensor,
-    max_len_a: float = 1.2,
-    max_len_b: float = 10,
-    length_penalty: float = 1.0,
+    max_len_a: float = DEFAULT_SEARCH.max_len_a,
+    max_len_b: float = DEFAULT_SEARCH.max_len_b,
+    length_penalty: float = DEFAULT_SEARCH.length_penalty,
 ) -> list[Hypothesis]:
     """Pick the most probable token at every step; one hypothesis per sentence.
 
@@ -221,11 +252,11 @@ def beam_search(
     model: Seq2SeqModel,
     src: Tensor,
     src_pad_mask: Tensor,
-    beam_size: int = 5,
-    length_penalty: float = 1.0,
-    nbest: int = 1,
-    max_len_a: float = 1.2,
-    max_len_b: float = 10,
+    beam_size: int = DEFAULT_SEARCH.beam_size,
+    length_penalty: float = DEFAULT_SEARCH.length_penalty,
+    nbest: int = DEFAULT_SEARCH.nbest,
+    max_len_a: float = DEFAULT_SEARCH.max_len_a,
+    max_len_b: float = DEFAULT_SEARCH.max_len_b,
 ) -> list[list[Hypothesis]]:
     """Batched beam search over all sentences and beams at once (rows = sentences x K).
 
@@ -270,7 +301,7 @@ def beam_search(
     device = src.device
     max_len = max_output_lengths(src_pad_mask, max_len_a, max_len_b)  # (N,)
     state = model.encode(src, src_pad_mask)
-    state = state.index_select(torch.arange(batch_size, device=device).repeat_interleave(k))
+    state = state.index_select(torch.arange(batch_size, device=device).repeat_interleave(k), k)
 
     sent = torch.arange(batch_size, device=device)  # (N,) batch index of each active sentence
     # Only beam 0 is live at the start, so the K copies of BOS do not yield K identical beams.
@@ -355,7 +386,7 @@ def beam_search(
             new_scores, new_beam = new_scores[keep], new_beam[keep]
             new_token, new_history = new_token[keep], new_history[keep]
         # Reorder the beams and drop done sentences in one index_select.
-        state = state.index_select((row_base.unsqueeze(1) * k + new_beam).view(-1))  # (N'*K,)
+        state = state.index_select((row_base.unsqueeze(1) * k + new_beam).view(-1), k)  # (N'*K,)
         scores, history, prev = new_scores, new_history, new_token.view(-1)
         step += 1
 
@@ -382,11 +413,11 @@ def search(
     model: Seq2SeqModel,
     src: Tensor,
     src_pad_mask: Tensor,
-    beam_size: int = 5,
-    length_penalty: float = 1.0,
-    nbest: int = 1,
-    max_len_a: float = 1.2,
-    max_len_b: float = 10,
+    beam_size: int = DEFAULT_SEARCH.beam_size,
+    length_penalty: float = DEFAULT_SEARCH.length_penalty,
+    nbest: int = DEFAULT_SEARCH.nbest,
+    max_len_a: float = DEFAULT_SEARCH.max_len_a,
+    max_len_b: float = DEFAULT_SEARCH.max_len_b,
 ) -> list[list[Hypothesis]]:
     """Greedy search when ``beam_size == 1``, beam search otherwise.
 

@@ -2,7 +2,7 @@
 
 Three parts:
 
-1. **FLOP formulas** (:func:`flop_terms`, :func:`forward_flops`, :func:`train_flops`): the model
+1. **FLOP formulas** (each model's ``flop_terms()`` method, read through :func:`flop_terms`; :func:`forward_flops`, :func:`train_flops`): the model
    FLOPs of a batch, derived below from the layers the models actually have.
 2. **Device peaks** (:func:`peak_flops`): dense tensor-core peaks from NVIDIA's datasheets.
 3. **A callback** (:class:`ThroughputMonitor`): non-padding tokens/s, padding ratio, step time,
@@ -92,9 +92,11 @@ __all__ = [
     "flops_breakdown",
     "forward_flops",
     "length_statistics",
+    "linear_macs",
     "normalize_precision",
     "peak_flops",
     "peak_flops_for_name",
+    "rnn_macs",
     "train_flops",
 ]
 
@@ -127,12 +129,12 @@ class FlopTerm:
     flops: float
 
 
-def _linear_macs(modules: Iterable[nn.Module]) -> int:
+def linear_macs(modules: Iterable[nn.Module]) -> int:
     """Multiply-adds per row of all ``nn.Linear`` layers among ``modules`` (in x out each)."""
     return sum(m.weight.numel() for m in modules if isinstance(m, nn.Linear))
 
 
-def _rnn_macs(module: nn.Module) -> int:
+def rnn_macs(module: nn.Module) -> int:
     """Multiply-adds per time step of every ``nn.LSTM``/``nn.GRU``/``nn.RNN`` in ``module``.
 
     Every weight matrix (``weight_ih`` GH x I, ``weight_hh`` GH x H with G = 4 gates for an LSTM,
@@ -148,60 +150,18 @@ def _rnn_macs(module: nn.Module) -> int:
     )
 
 
-def transformer_flop_terms(model: nn.Module) -> list[FlopTerm]:
-    """Forward FLOP terms of a :class:`mt.transformer.TransformerSeq2Seq` (see module docstring)."""
-    d_model = int(model.d_model)
-    enc_linear = sum(_linear_macs(layer.modules()) for layer in model.encoder)
-    cross_kv = sum(layer.cross_attn.kv.weight.numel() for layer in model.decoder)
-    dec_linear = sum(_linear_macs(layer.modules()) for layer in model.decoder) - cross_kv
-    projection = model.tgt_embed if model.output_proj is None else model.output_proj
-    output = projection.weight.numel()  # V x D, tied or not
-    n_enc, n_dec = len(model.encoder), len(model.decoder)
-    return [
-        FlopTerm("encoder_linear", "src", 2.0 * enc_linear),
-        FlopTerm("cross_attention_memory_kv", "src", 2.0 * cross_kv),
-        FlopTerm("decoder_linear", "tgt", 2.0 * dec_linear),
-        FlopTerm("output_projection", "tgt", 2.0 * output),
-        # QK^T and AV: 2 products of (rows x keys x D) multiply-adds each, per layer.
-        FlopTerm("encoder_self_attention", "src_sq", 2.0 * 2 * d_model * n_enc),
-        FlopTerm("decoder_self_attention", "tgt_sq", 2.0 * 2 * d_model * n_dec),
-        FlopTerm("cross_attention", "src_tgt", 2.0 * 2 * d_model * n_dec),
-    ]
-
-
-def rnn_flop_terms(model: nn.Module) -> list[FlopTerm]:
-    """Forward FLOP terms of a :class:`mt.rnn.RNNSeq2Seq`, any cell (see module docstring)."""
-    attention = model.attention
-    width = int(model.hidden_size)  # H of the memory, query and context
-    src_linear = _linear_macs([model.memory_proj, attention.key_proj])
-    tgt_linear = _linear_macs([attention.query_proj, model.combine])
-    # Score (dot product, or v_a . tanh(.) for bahdanau) + context: H + H per (t, s) pair.
-    pair_macs = 2 * width
-    return [
-        FlopTerm("encoder_rnn", "src", 2.0 * _rnn_macs(model.encoder)),
-        FlopTerm("memory_and_key_projections", "src", 2.0 * src_linear),
-        FlopTerm("bridge", "sentences", 2.0 * model.bridge_weight.numel()),
-        FlopTerm("decoder_rnn", "tgt", 2.0 * _rnn_macs(model.decoder_rnn)),
-        FlopTerm("query_and_combine_projections", "tgt", 2.0 * tgt_linear),
-        FlopTerm("output_projection", "tgt", 2.0 * model.output_proj.weight.numel()),
-        FlopTerm("attention", "src_tgt", 2.0 * pair_macs),
-    ]
-
-
 def flop_terms(model: nn.Module) -> list[FlopTerm]:
-    """The forward FLOP terms of an mt model, dispatched on its class.
+    """The forward FLOP terms of an mt model: its ``flop_terms()`` method (the formulas above,
+    written next to the layers they count: ``TransformerSeq2Seq.flop_terms``,
+    ``RNNSeq2Seq.flop_terms``).
 
     Raises:
-        TypeError: ``model`` is neither a ``TransformerSeq2Seq`` nor an ``RNNSeq2Seq``.
+        TypeError: ``model`` has no FLOP formula (it is not an mt model).
     """
-    from mt.rnn import RNNSeq2Seq
-    from mt.transformer import TransformerSeq2Seq
-
-    if isinstance(model, TransformerSeq2Seq):
-        return transformer_flop_terms(model)
-    if isinstance(model, RNNSeq2Seq):
-        return rnn_flop_terms(model)
-    raise TypeError(f"no FLOP formula for {type(model).__name__}")
+    method = getattr(model, "flop_terms", None)
+    if method is None:
+        raise TypeError(f"no FLOP formula for {type(model).__name__}")
+    return method()
 
 
 def length_statistics(

@@ -31,6 +31,7 @@ and ``decode_step`` read. Two things keep beam search cheap (profiles in
 * The memory is stored once per source sentence, not once per beam: the state's rows (sentences x
   beams) come in groups of ``group`` consecutive rows that read the same memory row, and the
   cross-attention runs the ``group`` queries of a sentence against its one copy of the memory.
+  The search says the grouping (``index_select(indices, group=K)``); the state never infers it.
   Reordering beams within their sentences therefore never touches the memory.
 * The self-attention keys/values of the positions decoded so far live in one preallocated buffer
   (``SelfAttentionCache``), position-major: a step writes its keys/values at position t in place
@@ -55,6 +56,7 @@ from torch import Tensor, nn
 
 from mt.module import Seq2SeqModule
 from mt.options import OptionError, require
+from mt.throughput import FlopTerm, linear_macs
 from mt.tokenizer import PAD_ID
 
 __all__ = ["TransformerSeq2Seq", "TransformerState", "sinusoidal_positions"]
@@ -494,27 +496,24 @@ class TransformerState:
                 "self-attention cache has moved on. Continue from the state that call returned."
             )
 
-    def index_select(self, indices: Tensor) -> TransformerState:
+    def index_select(self, indices: Tensor, group: int = 1) -> TransformerState:
         """Rows ``indices`` (R',): reorder, repeat (beam expansion) or drop rows.
 
-        The memory is gathered only when the new rows' sentences differ from the old ones:
-        reordering the beams of each sentence, expanding every sentence into K beams
-        (``arange(M).repeat_interleave(K)``) or dropping whole sentences keep the memory of the
-        kept sentences as it is (dropping gathers only the kept sentences). Consumes the state
-        (see the module docstring).
+        ``group`` is the caller's promise about the new rows: they come in groups of ``group``
+        consecutive rows of one source sentence (the K beams of a sentence, as beam search
+        passes them); 1 promises nothing. The state keeps that grouping, so the cross-attention
+        reads one copy of the memory per sentence, and the memory is gathered only when the kept
+        sentences differ from the old ones: reordering the beams within their sentences,
+        expanding every sentence into K beams (``arange(M).repeat_interleave(K)``, ``group=K``)
+        or dropping whole sentences keep the memory of the kept sentences as it is (dropping
+        gathers only the kept sentences). Consumes the state (see the module docstring).
         """
         self.check_current()
+        rows = indices.numel()
+        if group < 1 or rows % group:
+            raise ValueError(f"group={group} must be >= 1 and divide the {rows} rows")
         memory_row = torch.div(indices, self.group, rounding_mode="floor")  # (R',)
-        # The new rows' grouping: the old one (beams reordered, sentences dropped) or R' / M
-        # (every sentence expanded into beams), the larger first; else one row per memory row.
-        rows, memory_rows = indices.numel(), self.memory_pad_mask.size(0)
-        group, sentences = 1, memory_row  # sentences: (M',) the memory rows kept
-        for candidate in sorted({self.group, rows // max(memory_rows, 1)}, reverse=True):
-            if candidate > 1 and rows % candidate == 0:
-                per_group = memory_row.view(-1, candidate)  # (M', candidate)
-                if bool((per_group == per_group[:, :1]).all()):
-                    group, sentences = candidate, per_group[:, 0]
-                    break
+        sentences = memory_row[::group]  # (M',) the memory row of each new group
         same_memory = sentences.numel() == self.memory_pad_mask.size(0) and bool(
             torch.equal(sentences, torch.arange(sentences.numel(), device=sentences.device))
         )
@@ -748,3 +747,23 @@ class TransformerSeq2Seq(Seq2SeqModule):
         log_probs = self._step_log_probs(self.decoder_norm(x)[:, 0], cache)  # (B, V)
         cache.version += 1
         return log_probs, replace(state, step=step + 1, cache=cache, version=cache.version)
+
+    def flop_terms(self) -> list[FlopTerm]:
+        """Forward FLOP terms, per unit of a batch's length statistics; the derivation is in
+        :mod:`mt.throughput`'s docstring. Sizes are read from the layers' weight shapes."""
+        enc_linear = sum(linear_macs(layer.modules()) for layer in self.encoder)
+        cross_kv = sum(layer.cross_attn.kv.weight.numel() for layer in self.decoder)
+        dec_linear = sum(linear_macs(layer.modules()) for layer in self.decoder) - cross_kv
+        projection = self.tgt_embed if self.output_proj is None else self.output_proj
+        output = projection.weight.numel()  # V x D, tied or not
+        n_enc, n_dec = len(self.encoder), len(self.decoder)
+        return [
+            FlopTerm("encoder_linear", "src", 2.0 * enc_linear),
+            FlopTerm("cross_attention_memory_kv", "src", 2.0 * cross_kv),
+            FlopTerm("decoder_linear", "tgt", 2.0 * dec_linear),
+            FlopTerm("output_projection", "tgt", 2.0 * output),
+            # QK^T and AV: 2 products of (rows x keys x D) multiply-adds each, per layer.
+            FlopTerm("encoder_self_attention", "src_sq", 2.0 * 2 * self.d_model * n_enc),
+            FlopTerm("decoder_self_attention", "tgt_sq", 2.0 * 2 * self.d_model * n_dec),
+            FlopTerm("cross_attention", "src_tgt", 2.0 * 2 * self.d_model * n_dec),
+        ]

@@ -47,8 +47,10 @@ import torch
 from torch import nn
 
 from mt.atomic import atomic_write
-from mt.search import Hypothesis, length_penalty_factor, search
-from mt.tokenizer import EOS_ID, PAD_ID, Tokenizer
+from mt.data import decoding_batches, pad_sources
+from mt.lines import LineDecodeError, decode_lines
+from mt.search import DEFAULT_SEARCH, Hypothesis, length_penalty_factor, search
+from mt.tokenizer import PAD_ID, Tokenizer
 
 __all__ = [
     "CTranslate2Translator",
@@ -158,37 +160,21 @@ def read_lines(
     errors: ErrorMode = "strict",
     warn: Callable[[str], None] | None = None,
 ) -> Iterator[str]:
-    """Lines of a binary stream, decoded as UTF-8, lazily.
-
-    Lines are split on ``b"\\n"`` only (never on ``\\r``, U+2028 or other separators) and one
-    trailing ``b"\\r"`` is removed. A final line without newline counts as a line; a file that
-    ends with a newline has no extra empty line.
+    """Lines of a binary stream, decoded as UTF-8, lazily, by :func:`mt.lines.decode_lines`
+    (split on ``b"\\n"`` only, one trailing ``b"\\r"`` removed).
 
     Raises:
         TranslateError: ``FILE line N: invalid UTF-8 (...)`` on an invalid byte when
             ``errors == "strict"``; with ``"replace"`` the bytes become U+FFFD and ``warn`` is
             called with the line number.
     """
-    for number, raw in enumerate(stream, start=1):
-        if raw.endswith(b"\n"):
-            raw = raw[:-1]
-        if raw.endswith(b"\r"):
-            raw = raw[:-1]
-        try:
-            yield raw.decode("utf-8")
-        except UnicodeDecodeError as err:
-            detail = (
-                f"byte{'s' if err.end - err.start > 1 else ''} "
-                f"{err.object[err.start : err.end].hex(' ')} at byte {err.start + 1}: {err.reason}"
-            )
-            if errors == "strict":
-                raise TranslateUsageError(
-                    f"{name} line {number}: invalid UTF-8 ({detail}); "
-                    "use --errors replace to replace invalid bytes"
-                ) from None
-            if warn is not None:
-                warn(f"{name} line {number}: invalid UTF-8 ({detail}), replaced with U+FFFD")
-            yield raw.decode("utf-8", errors="replace")
+    try:
+        yield from decode_lines(stream, name, errors, warn)
+    except LineDecodeError as err:
+        raise TranslateUsageError(
+            f"{name} line {err.line}: invalid UTF-8 ({err.detail}); "
+            "use --errors replace to replace invalid bytes"
+        ) from None
 
 
 def _stderr_warning(message: str) -> None:
@@ -231,15 +217,15 @@ class Translator:
         self,
         model: nn.Module,
         tokenizer: Tokenizer,
-        beam_size: int = 5,
-        nbest: int = 1,
-        length_penalty: float = 1.0,
+        beam_size: int = DEFAULT_SEARCH.beam_size,
+        nbest: int = DEFAULT_SEARCH.nbest,
+        length_penalty: float = DEFAULT_SEARCH.length_penalty,
         max_tokens: int = 4096,
         device: str | torch.device = "cpu",
         precision: Precision = "32",
         max_input_tokens: int | None = None,
-        max_len_a: float = 1.2,
-        max_len_b: float = 10,
+        max_len_a: float = DEFAULT_SEARCH.max_len_a,
+        max_len_b: float = DEFAULT_SEARCH.max_len_b,
         warn: Callable[[str], None] | None = None,
     ) -> None:
         if beam_size < 1:
@@ -355,30 +341,15 @@ class Translator:
         self, units: list[_Unit], progress: Callable[[int], None] | None
     ) -> list[list[Hypothesis]]:
         """Sort by length, cut token-budget batches, search; results in the order of ``units``."""
-        order = sorted(range(len(units)), key=lambda u: len(units[u].ids), reverse=True)
         hyps: list[list[Hypothesis] | None] = [None] * len(units)
         done = 0
-        for batch in self._batches(order, units):
+        for batch in decoding_batches([len(u.ids) for u in units], self.max_tokens):
             for u, h in zip(batch, self._search_with_retry([units[u] for u in batch]), strict=True):
                 hyps[u] = h
             done += len(batch)
             if progress is not None:
                 progress(done)
         return hyps  # type: ignore[return-value]
-
-    def _batches(self, order: list[int], units: list[_Unit]) -> Iterator[list[int]]:
-        """Batches of unit indices (longest first) with rows x longest source <= max_tokens."""
-        batch: list[int] = []
-        width = 0  # longest source in the batch, EOS included
-        for u in order:
-            new_width = max(width, len(units[u].ids) + 1)
-            if batch and (len(batch) + 1) * new_width > self.max_tokens:
-                yield batch
-                batch, new_width = [], len(units[u].ids) + 1
-            batch.append(u)
-            width = new_width
-        if batch:
-            yield batch
 
     def _search_with_retry(self, units: list[_Unit]) -> list[list[Hypothesis]]:
         """Search one batch; on out-of-memory retry it in halves, down to single sentences."""
@@ -403,12 +374,7 @@ class Translator:
         return self._search_with_retry(units[:half]) + self._search_with_retry(units[half:])
 
     def _search(self, units: list[_Unit]) -> list[list[Hypothesis]]:
-        width = max(len(u.ids) for u in units) + 1
-        src = torch.full((len(units), width), PAD_ID, dtype=torch.long)  # (B, S)
-        for row, unit in enumerate(units):
-            src[row, : len(unit.ids)] = torch.tensor(unit.ids, dtype=torch.long)
-            src[row, len(unit.ids)] = EOS_ID
-        src = src.to(self.device)
+        src = pad_sources([u.ids for u in units]).to(self.device)  # (B, S)
         src_pad_mask = src == PAD_ID  # (B, S)
         autocast = (
             torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
@@ -560,16 +526,16 @@ class CTranslate2Translator(Translator):
     def __init__(
         self,
         model_dir: str | os.PathLike,
-        beam_size: int = 5,
-        nbest: int = 1,
-        length_penalty: float = 1.0,
+        beam_size: int = DEFAULT_SEARCH.beam_size,
+        nbest: int = DEFAULT_SEARCH.nbest,
+        length_penalty: float = DEFAULT_SEARCH.length_penalty,
         max_tokens: int = 4096,
         device: str = "auto",
         threads: int = 0,
         compute_type: str = "default",
         max_input_tokens: int | None = None,
-        max_len_a: float = 1.2,
-        max_len_b: float = 10,
+        max_len_a: float = DEFAULT_SEARCH.max_len_a,
+        max_len_b: float = DEFAULT_SEARCH.max_len_b,
         warn: Callable[[str], None] | None = None,
     ) -> None:
         from mt.export import CT2_MISSING, ExportError, load_export_info

@@ -12,7 +12,15 @@ import pytest
 import torch
 from conftest import shared_data
 
-from mt.data import DataError, TokenBudgetBatchSampler, TranslationDataModule, collate
+from mt.data import (
+    DataError,
+    TokenBudgetBatchSampler,
+    TranslationDataModule,
+    collate,
+    cut_batches,
+    decoding_batches,
+    pad_sources,
+)
 from mt.tokenizer import (
     BOS_ID,
     EOS_ID,
@@ -191,6 +199,40 @@ def test_sampler_fewer_examples_than_ranks_still_balanced() -> None:
     src, tgt = np.array([3]), np.array([4])
     per_rank = [list(TokenBudgetBatchSampler(src, tgt, 100, num_replicas=2, rank=r)) for r in (0, 1)]
     assert [len(b) for b in per_rank] == [1, 1]
+
+
+def _greedy_running_max(sizes: list[int], max_tokens: int) -> list[list[int]]:
+    """The cut written out naively: add while (rows + 1) x the largest size fits."""
+    batches: list[list[int]] = []
+    for i in range(len(sizes)):
+        if batches and (len(batches[-1]) + 1) * max(sizes[j] for j in batches[-1] + [i]) <= max_tokens:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
+@pytest.mark.parametrize("descending", [False, True])
+def test_cut_batches_is_the_greedy_token_budget_cut(descending: bool) -> None:
+    """Ascending sizes (training's sampler) and descending ones (decoding): the same greedy cut,
+    every position once, in order; a size over the budget is a batch of its own."""
+    rng = np.random.default_rng(0)
+    for max_tokens in (1, 7, 40, 300):
+        sizes = sorted(rng.integers(1, 60, size=200).tolist(), reverse=descending)
+        cuts = cut_batches(np.array(sizes), max_tokens)
+        batches = [list(range(len(sizes)))[cut] for cut in cuts]
+        assert batches == _greedy_running_max(sizes, max_tokens)
+        assert [i for b in batches for i in b] == list(range(len(sizes)))
+    assert cut_batches([], 10) == []
+
+
+def test_decoding_batches_longest_first_within_budget_and_padded_with_eos() -> None:
+    lengths = [3, 9, 0, 9, 5, 1]
+    batches = decoding_batches(lengths, max_tokens=20)
+    assert [i for b in batches for i in b] == [1, 3, 4, 0, 5, 2]  # longest first, ties in order
+    assert all(len(b) * (max(lengths[i] for i in b) + 1) <= 20 for b in batches if len(b) > 1)
+    src = pad_sources([[5, 6], [7], []])
+    assert src.tolist() == [[5, 6, EOS_ID], [7, EOS_ID, PAD_ID], [EOS_ID, PAD_ID, PAD_ID]]
 
 
 def test_collate_shifts_and_masks() -> None:

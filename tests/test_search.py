@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from mt.lstm import LSTMSeq2Seq
 from mt.search import (
+    DEFAULT_SEARCH,
     Hypothesis,
     beam_search,
     greedy_search,
@@ -42,7 +43,7 @@ class TableState:
     variant: Tensor  # (R,) long
     step: int
 
-    def index_select(self, indices: Tensor) -> TableState:
+    def index_select(self, indices: Tensor, group: int = 1) -> TableState:
         return TableState(self.variant.index_select(0, indices), self.step)
 
 
@@ -306,3 +307,28 @@ def test_topk_rows_equals_topk(width: int, k: int) -> None:
     values, columns = topk_rows(strided, k)
     assert torch.equal(values, strided.topk(k, dim=1).values)
     assert torch.equal(strided.gather(1, columns), values)
+
+
+def test_decoding_defaults_are_written_once() -> None:
+    """The command line's decoding options default to ``DEFAULT_SEARCH`` (the CLI keeps its
+    option names; these defaults are still spelled out in mt/commands.py, so this test keeps the
+    two from drifting apart), and so do the models' hyperparameters (but validation's greedy
+    ``beam_size=1``)."""
+    import inspect
+
+    from mt import commands
+    from mt.module import Seq2SeqModule
+
+    for name in ("translate", "evaluate", "compare"):
+        params = inspect.signature(getattr(commands, name)).parameters
+        assert params["beam_size"].default == DEFAULT_SEARCH.beam_size, name
+        assert params["length_penalty"].default == DEFAULT_SEARCH.length_penalty, name
+    params = inspect.signature(Seq2SeqModule.__init__).parameters
+    assert params["beam_size"].default == 1
+    for key in ("length_penalty", "max_len_a", "max_len_b"):
+        assert params[key].default == getattr(DEFAULT_SEARCH, key)
+    bench = inspect.signature(commands.benchmark_decode).parameters
+    assert (bench["max_len_a"].default, bench["max_len_b"].default) == (
+        DEFAULT_SEARCH.max_len_a,
+        DEFAULT_SEARCH.max_len_b,
+    )

@@ -229,7 +229,7 @@ def test_decode_step_after_index_select(overrides: dict[str, Any]) -> None:
         expected = full[indices]
         # Expanding right after encode, as beam search does, then reordering mid-sequence.
         beams = torch.arange(3).repeat_interleave(2)
-        expanded = state.index_select(beams)
+        expanded = state.index_select(beams, group=2)
         assert expanded.step == 0 and expanded.rows == 6 and expanded.group == 2
         assert expanded.memory_pad_mask.shape[0] == 3  # the memory is not copied per beam
         beamed, _ = step_through(model, expanded, tgt_in[beams], reorder_at=3, indices=indices)
@@ -320,12 +320,12 @@ def test_beam_reorder_within_sentences_keeps_cross_attention_cache() -> None:
     with torch.no_grad():
         state = model.encode(src, src_pad_mask)
         expected = F.log_softmax(model.decode(tgt_in, state).float(), dim=-1)  # (2, T, V)
-        state = state.index_select(beams)
+        state = state.index_select(beams, group=3)
         within = torch.tensor([2, 0, 1, 5, 3, 4])  # each row stays in its own sentence
-        reordered = state.index_select(within)
+        reordered = state.index_select(within, group=3)
         assert reordered.cross_kv[0][0] is state.cross_kv[0][0]
         stepped, rows = step_through(model, state, tgt_in[beams], reorder_at=2, indices=within)
-        across = state.index_select(torch.tensor([3, 4, 5, 0, 1, 2]))
+        across = state.index_select(torch.tensor([3, 4, 5, 0, 1, 2]), group=3)
         assert across.cross_kv[0][0] is not state.cross_kv[0][0]
         swapped, _ = step_through(
             model, state, tgt_in[beams], reorder_at=2, indices=torch.tensor([3, 4, 5, 0, 1, 2])
@@ -345,11 +345,11 @@ def test_cache_grows_past_its_capacity_and_survives_reorders() -> None:
     with torch.no_grad():
         state = model.encode(src, src_pad_mask)
         full = F.log_softmax(model.decode(tgt_in, state).float(), dim=-1)  # (3, T, V)
-        state = state.index_select(beams)
+        state = state.index_select(beams, group=2)
         rows, tokens, outputs = beams, tgt_in[beams], []
         for t in range(tgt_in.size(1)):
             if t in reorders:
-                state = state.index_select(reorders[t])
+                state = state.index_select(reorders[t], group=2)
                 rows, tokens = rows[reorders[t]], tokens[reorders[t]]
                 outputs = [o[reorders[t]] for o in outputs]
             log_probs, state = model.decode_step(tokens[:, t], state)
@@ -390,14 +390,31 @@ def test_dropping_sentences_keeps_the_beam_grouping() -> None:
     with torch.no_grad():
         state = model.encode(src, src_pad_mask)
         full = F.log_softmax(model.decode(tgt_in, state).float(), dim=-1)  # (3, T, V)
-        state = state.index_select(beams)
+        state = state.index_select(beams, group=2)
         _, state = model.decode_step(tgt_in[beams, 0], state)
         keep = torch.tensor([5, 4, 0, 1])  # sentence 2 (beams swapped), then sentence 0
-        state = state.index_select(keep)
+        state = state.index_select(keep, group=2)
         assert state.group == 2 and state.memory_pad_mask.size(0) == 2
         assert torch.equal(state.memory_pad_mask, src_pad_mask[[2, 0]])
         log_probs, _ = model.decode_step(tgt_in[beams[keep], 1], state)
     torch.testing.assert_close(log_probs, full[beams[keep], 1], atol=1e-5, rtol=0)
+
+
+def test_index_select_takes_the_grouping_it_is_given() -> None:
+    """The state never infers the beam grouping: without ``group`` every row gets its own copy
+    of the memory (still correct, only slower); a group that does not divide the rows is refused."""
+    model = tiny_model()
+    src, src_pad_mask, tgt_in, _ = make_batch(*random_batch(2, seed=14, min_len=4, max_len=6))
+    beams = torch.arange(2).repeat_interleave(2)
+    with torch.no_grad():
+        state = model.encode(src, src_pad_mask)
+        full = F.log_softmax(model.decode(tgt_in, state).float(), dim=-1)  # (2, T, V)
+        with pytest.raises(ValueError, match="group=3"):
+            state.index_select(beams, group=3)
+        ungrouped = state.index_select(beams)
+        assert ungrouped.group == 1 and ungrouped.memory_pad_mask.size(0) == 4
+        log_probs, _ = model.decode_step(tgt_in[beams, 0], ungrouped)
+    torch.testing.assert_close(log_probs, full[beams, 0], atol=1e-5, rtol=0)
 
 
 def test_beam_search_over_a_large_vocabulary_equals_plain_topk(

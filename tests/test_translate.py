@@ -48,7 +48,7 @@ class CopyState:
     src: Tensor  # (R, S)
     step: int
 
-    def index_select(self, indices: Tensor) -> CopyState:
+    def index_select(self, indices: Tensor, group: int = 1) -> CopyState:
         return CopyState(self.src.index_select(0, indices), self.step)
 
 
