@@ -15,7 +15,7 @@ a bad command line (an unknown option, a wrong type, a value outside the allowed
 that do not go together) or a missing or malformed input file, exits with status 2
 (:data:`BAD_INPUT`); a job raises :class:`UsageError` for it and :func:`run_command` prints it.
 Other failures (the network, a full disk) raise :class:`JobError`: the same line, exit status 1.
-(``mt translate`` prints its own errors, ``error: ...``, in :func:`mt.translate.run`.)
+(``mt translate`` prints its errors in :func:`mt.translate.run`, in the same shape.)
 """
 
 from __future__ import annotations

@@ -670,11 +670,11 @@ def run(args: argparse.Namespace, loader: ModelLoader | None = None) -> int:
         with _sigterm_unwinds():
             return _run(args, loader or _load_checkpoint)
     except TranslateError as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
+        print(f"mt translate: error: {err}", file=sys.stderr, flush=True)
         return err.exit_status
     except _Terminated:
         print(
-            "error: stopped by SIGTERM before the translation was complete (an output file is "
+            "mt translate: error: stopped by SIGTERM before the translation was complete (an output file is "
             "not replaced)",
             file=sys.stderr,
         )

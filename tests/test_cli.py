@@ -602,11 +602,7 @@ BAD_INPUTS = {
 @pytest.mark.parametrize(
     "case",
     [
-        pytest.param(
-            case,
-            marks=[pytest.mark.xfail(strict=True, reason="mt.translate.run prints its own `error: ...` line")]
-            if case == "translate-file" else [],
-        )
+        case
         for case in BAD_INPUTS
     ],
 )  # fmt: skip

@@ -202,7 +202,7 @@ def test_invalid_utf8_strict_and_replace(
     rc = run_main(CopyModel(tokenizer), *common, "--output", str(out), "--quiet")
     assert rc == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"error: {path} line 2: invalid UTF-8 (byte ff at byte 5")
+    assert err.startswith(f"mt translate: error: {path} line 2: invalid UTF-8 (byte ff at byte 5")
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
     rc = run_main(
@@ -301,7 +301,7 @@ def test_out_of_memory_for_a_single_sentence_names_the_line(
     )  # fmt: skip
     assert rc == 1
     err = capsys.readouterr().err
-    assert err.startswith("error: line ") and "out of memory" in err
+    assert err.startswith("mt translate: error: line ") and "out of memory" in err
     assert "line 1:" in err or "line 3:" in err
 
 
@@ -357,15 +357,15 @@ def test_user_errors_are_one_line(tokenizer: Tokenizer, tmp_path: Path, capsys) 
     model = CopyModel(tokenizer)
     rc = main(["--checkpoint", str(tmp_path / "missing.ckpt"), "--input", str(tmp_path)])
     assert rc == 2
-    assert capsys.readouterr().err == f"error: input file is a directory: {tmp_path}\n"
+    assert capsys.readouterr().err == f"mt translate: error: input file is a directory: {tmp_path}\n"
     existing = tmp_path / "in.txt"
     existing.write_text("x\n", encoding="utf-8")
     rc = main(["--checkpoint", str(tmp_path / "missing.ckpt"), "--input", str(existing)])
     assert rc == 2
-    assert capsys.readouterr().err == f"error: checkpoint not found: {tmp_path / 'missing.ckpt'}\n"
+    assert capsys.readouterr().err == f"mt translate: error: checkpoint not found: {tmp_path / 'missing.ckpt'}\n"
     rc = run_main(model, "--checkpoint", str(tmp_path / "m.ckpt"), "--input", "nope.txt")
     assert rc == 2
-    assert capsys.readouterr().err == "error: input file not found: nope.txt\n"
+    assert capsys.readouterr().err == "mt translate: error: input file not found: nope.txt\n"
     rc = run_main(
         model, "--checkpoint", str(tmp_path / "m.ckpt"), "--input", str(existing),
         "--output", str(existing),
@@ -384,7 +384,7 @@ def test_script_reports_errors_without_traceback(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 2
-    assert proc.stderr == f"error: checkpoint not found: {tmp_path / 'missing.ckpt'}\n"
+    assert proc.stderr == f"mt translate: error: checkpoint not found: {tmp_path / 'missing.ckpt'}\n"
     assert proc.stdout == ""
 
 
@@ -460,7 +460,7 @@ def test_corrupt_checkpoint_is_one_line_error(
     path.write_text("The cat.\n", encoding="utf-8")
     assert main(["--checkpoint", str(corrupt), "--input", str(path), "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and len(err.splitlines()) == 1
+    assert err.startswith("mt translate: error: ") and len(err.splitlines()) == 1
     assert str(corrupt) in err
 
 
@@ -491,7 +491,7 @@ def test_output_linked_to_the_input_is_refused(
     rc = _translate_files(CopyModel(tokenizer), tmp_path, src, out)
     assert rc == 2
     err = capsys.readouterr().err
-    assert err == f"error: --output is the same file as --input (same device and inode): {out}\n"
+    assert err == f"mt translate: error: --output is the same file as --input (same device and inode): {out}\n"
     assert src.read_text(encoding="utf-8") == "The cat sleeps.\nThe dog runs.\n"
 
 
@@ -566,7 +566,7 @@ def test_killed_run_leaves_the_earlier_output_untouched(
     if sig == "SIGTERM":  # caught: the temporary file is removed, the exit status says why
         assert proc.returncode == 143, proc.stderr
         assert proc.stderr == (
-            "error: stopped by SIGTERM before the translation was complete (an output file is "
+            "mt translate: error: stopped by SIGTERM before the translation was complete (an output file is "
             "not replaced)\n"
         )
         assert _leftovers(tmp_path) == []
@@ -595,12 +595,12 @@ def test_output_folder_is_checked_before_the_model_loads(
     missing = tmp_path / "no-such-folder" / "out.txt"
     assert run(missing) == 2
     assert capsys.readouterr().err == (
-        f"error: --output {missing}: the folder {missing.parent} does not exist\n"
+        f"mt translate: error: --output {missing}: the folder {missing.parent} does not exist\n"
     )
     assert run(src / "out.txt") == 2
-    assert capsys.readouterr().err == f"error: --output {src / 'out.txt'}: the folder {src} is not a folder\n"
+    assert capsys.readouterr().err == f"mt translate: error: --output {src / 'out.txt'}: the folder {src} is not a folder\n"
     assert run(tmp_path) == 2
-    assert capsys.readouterr().err == f"error: --output is a directory: {tmp_path}\n"
+    assert capsys.readouterr().err == f"mt translate: error: --output is a directory: {tmp_path}\n"
 
     def read_only(*args: object, **kwargs: object) -> None:
         raise PermissionError(13, "Permission denied")
@@ -608,6 +608,6 @@ def test_output_folder_is_checked_before_the_model_loads(
     monkeypatch.setattr("mt.translate.tempfile.mkstemp", read_only)  # as root, chmod would not do
     assert run(tmp_path / "out.txt") == 2
     assert capsys.readouterr().err == (
-        f"error: --output {tmp_path / 'out.txt'}: cannot write to the folder {tmp_path} "
+        f"mt translate: error: --output {tmp_path / 'out.txt'}: cannot write to the folder {tmp_path} "
         "(Permission denied)\n"
     )
