@@ -5,12 +5,15 @@ The public classes, importable from the package::
     from mt import TransformerSeq2Seq, RNNSeq2Seq, LSTMSeq2Seq, TranslationDataModule, Translator
 
 They are imported on first use (module ``__getattr__``), so that ``import mt`` and the ``mt``
-command's help stay fast (the models pull in Lightning).
+command's help stay fast (the models pull in Lightning). The module paths from before the
+subpackages (``mt.rnn``, ``mt.module``, ...) still import: see :mod:`mt._compat`.
 """
 
 from __future__ import annotations
 
-import importlib
+from mt import _compat
+
+_compat.install()
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (type checkers know it)
 
@@ -18,12 +21,12 @@ __version__ = "0.1.0"
 
 #: public name -> the module that defines it
 _PUBLIC = {
-    "TransformerSeq2Seq": "mt.transformer",
-    "RNNSeq2Seq": "mt.rnn",
-    "LSTMSeq2Seq": "mt.lstm",
-    "Seq2SeqModule": "mt.module",
-    "TranslationDataModule": "mt.data",
-    "Translator": "mt.translate",
+    "TransformerSeq2Seq": "mt.models.transformer",
+    "RNNSeq2Seq": "mt.models.rnn",
+    "LSTMSeq2Seq": "mt.models.lstm",
+    "Seq2SeqModule": "mt.models.module",
+    "TranslationDataModule": "mt.data.datamodule",
+    "Translator": "mt.tools.translate",
 }
 
 __all__ = [
@@ -36,21 +39,12 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
-    from mt.data import TranslationDataModule
-    from mt.lstm import LSTMSeq2Seq
-    from mt.module import Seq2SeqModule
-    from mt.rnn import RNNSeq2Seq
-    from mt.transformer import TransformerSeq2Seq
-    from mt.translate import Translator
+    from mt.data.datamodule import TranslationDataModule
+    from mt.models.lstm import LSTMSeq2Seq
+    from mt.models.module import Seq2SeqModule
+    from mt.models.rnn import RNNSeq2Seq
+    from mt.models.transformer import TransformerSeq2Seq
+    from mt.tools.translate import Translator
 
 
-def __getattr__(name: str) -> object:
-    if name not in _PUBLIC:
-        raise AttributeError(f"module 'mt' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_PUBLIC[name]), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_PUBLIC})
+__getattr__, __dir__ = _compat.lazy_exports(globals(), _PUBLIC)

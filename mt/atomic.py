@@ -9,7 +9,7 @@ a process killed outright (SIGKILL, power loss) leaves the destination untouched
 
 The new file gets the permissions an ordinary ``open(path, "w")`` would give it: those of the file
 it replaces, or ``0o666`` minus the umask for a new file (``tempfile.mkstemp`` alone would make
-every such file ``0o600``). Checkpoints (``mt.cluster``) and translation output (``mt.translate``)
+every such file ``0o600``). Checkpoints (``mt.cluster``) and translation output (``mt.tools.translate``)
 are written through it.
 """
 

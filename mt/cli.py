@@ -9,8 +9,8 @@ run folder, ``--ckpt_path last`` in the newest version holding a checkpoint, and
 validate|test|predict --ckpt_path FILE`` log into the checkpoint's run folder beside the fit's
 logs (``{subcommand}/version_{N}``), never over them.
 
-The model is chosen by ``class_path`` (``mt.transformer.TransformerSeq2Seq`` or
-``mt.lstm.LSTMSeq2Seq``, short names work too); ``model.init_args.vocab_size`` is linked from
+The model is chosen by ``class_path`` (``mt.models.transformer.TransformerSeq2Seq`` or
+``mt.models.lstm.LSTMSeq2Seq``, short names work too); ``model.init_args.vocab_size`` is linked from
 ``data.vocab_size`` so the vocabulary size is configured once. Constructor signatures are the
 config schema: an unknown key or a value outside a ``Literal`` is an error naming the key.
 """
@@ -37,8 +37,8 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-import mt.lstm  # noqa: F401  (registers RNNSeq2Seq and its LSTMSeq2Seq as Seq2SeqModule subclasses)
-import mt.transformer  # noqa: F401  (registers TransformerSeq2Seq)
+import mt.models.lstm  # noqa: F401  (registers RNNSeq2Seq and its LSTMSeq2Seq as Seq2SeqModule subclasses)
+import mt.models.transformer  # noqa: F401  (registers TransformerSeq2Seq)
 from mt.cluster import (
     CheckpointOnSigterm,
     StepSeededRNG,
@@ -53,9 +53,10 @@ from mt.commands import (
     one_line,
     run_command,
 )
-from mt.corpora import DataError
-from mt.data import TranslationDataModule
-from mt.module import (
+from mt.data.corpora import DataError
+from mt.data.datamodule import TranslationDataModule
+from mt.data.tokenizer import TokenizerError
+from mt.models.module import (
     CheckpointError,
     NonFiniteLossError,
     Seq2SeqModule,
@@ -72,7 +73,6 @@ from mt.runs import (
     new_version_dir,
     run_dir_of,
 )
-from mt.tokenizer import TokenizerError
 
 RUN_ID_FILE = "wandb_run_id"
 # --ckpt_path value: resume from the newest checkpoint if there is one, else start a new run.

@@ -8,7 +8,7 @@ Three pieces, all installed by ``mt.cli`` on every run (see docs/cluster.md):
   own save (``fsspec`` transaction) writes to the system temporary directory and *moves* the file,
   which is a copy, not an atomic rename, when ``/tmp`` is on another filesystem than the run
   directory (the usual case on a cluster: node-local ``/tmp``, shared run directory). Loading reports
-  an unreadable file as a :class:`~mt.module.CheckpointError` naming it.
+  an unreadable file as a :class:`~mt.models.module.CheckpointError` naming it.
 * :class:`StepSeededRNG` makes the random numbers of every training batch (dropout) a function of
   ``(seed, rank, epoch, batch index)``: torch (CPU and CUDA), numpy and ``random`` are re-seeded at
   the start of every batch. A resumed run therefore draws exactly the random numbers the
@@ -45,7 +45,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from typing_extensions import override
 
 from mt.atomic import atomic_write
-from mt.module import CheckpointError, unreadable_checkpoint
+from mt.models.module import CheckpointError, unreadable_checkpoint
 
 # --------------------------------------------------------------------------------------------
 # Checkpoint files

@@ -15,7 +15,7 @@ a bad command line (an unknown option, a wrong type, a value outside the allowed
 that do not go together) or a missing or malformed input file, exits with status 2
 (:data:`BAD_INPUT`); a job raises :class:`UsageError` for it and :func:`run_command` prints it.
 Other failures (the network, a full disk) raise :class:`JobError`: the same line, exit status 1.
-(``mt translate`` prints its errors in :func:`mt.translate.run`, in the same shape.)
+(``mt translate`` prints its errors in :func:`mt.tools.translate.run`, in the same shape.)
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def translate(
     on a terminal.
 
     With --engine ctranslate2 --model DIR, the search runs in CTranslate2 on a folder written
-    by mt export (same lines, splitting, n-best and output; see mt.translate.CTranslate2Translator
+    by mt export (same lines, splitting, n-best and output; see mt.tools.translate.CTranslate2Translator
     for how its search differs).
 
     Args:
@@ -119,7 +119,7 @@ def translate(
         threads: CTranslate2 intra-op threads (0: its default; --engine ctranslate2).
         loader: ``(checkpoint, map_location) -> model`` (tests pass their own).
     """
-    from mt import translate as tr
+    from mt.tools import translate as tr
 
     if beam_size < 1:
         raise UsageError("--beam_size must be >= 1")
@@ -182,7 +182,7 @@ def evaluate(
         json: also write all results to this file.
         save_hyp: also write the translations of --checkpoint to this file.
     """
-    from mt import evaluate_cli
+    from mt.eval import evaluate_cli
 
     args = argparse.Namespace(**_with_bucket_defaults(_options(locals(), skip=("evaluate_cli",))))
     try:
@@ -228,7 +228,7 @@ def compare(
         seed: bootstrap seed (default: 12345).
         no_plots: skip the PNG plots.
     """
-    from mt import compare as cmp
+    from mt.eval import compare as cmp
 
     options = _with_bucket_defaults(_options(locals(), skip=("cmp",)))
     try:
@@ -273,7 +273,7 @@ def download(
         langpair: language pair for --sacrebleu_test_set.
         timeout: network timeout, seconds.
     """
-    from mt import corpora
+    from mt.data import corpora
 
     split_list, lang_list = _comma_list(splits), _comma_list(langs)
     try:
@@ -323,7 +323,7 @@ def gradients(
     threads: int | None = 1,
 ) -> int:
     """Gradient flow: the norm of the gradient of each target token's loss with respect to the
-    source embedding at each position, averaged per distance |i - j| (definition: mt/gradients.py).
+    source embedding at each position, averaged per distance |i - j| (definition: mt/eval/gradients.py).
 
     Writes OUT/gradients.json (per distance and per signed offset i - j: mean norm and number of
     pairs, for every model) and OUT/gradients.png (log scale, one curve per model). A missing
@@ -346,7 +346,7 @@ def gradients(
     """
     import torch
 
-    from mt import gradients as gr
+    from mt.eval import gradients as gr
 
     if sentences < 1 or batch_size < 1:
         raise UsageError("--sentences and --batch_size must be >= 1")
@@ -370,7 +370,7 @@ def synthetic(
     val_lengths: tuple[int, int] = (4, 60),
     test_bands: tuple[str, ...] = ("4-12", "13-20", "21-30", "31-40", "41-50", "51-60"),
 ) -> int:
-    """Write the synthetic length-generalisation corpus (grammar: mt/synthetic.py).
+    """Write the synthetic length-generalisation corpus (grammar: mt/data/synthetic.py).
 
     Writes {out}/{train,val,test,test_len{a}-{b}}.{src,tgt}, the layout that
     configs/synthetic-*.yaml read.
@@ -385,7 +385,7 @@ def synthetic(
         val_lengths: MIN MAX source words of the validation sentences.
         test_bands: test length bands in source words, LO-HI each.
     """
-    from mt.synthetic import SyntheticSpec, parse_bands, write_corpus
+    from mt.data.synthetic import SyntheticSpec, parse_bands, write_corpus
 
     try:
         spec = SyntheticSpec(
@@ -427,8 +427,8 @@ def export(
         quantization: weight type; none keeps float32.
         force: replace OUT when it exists and is not empty.
     """
-    from mt.export import ExportError, export_ctranslate2
-    from mt.module import CheckpointError, load_checkpoint
+    from mt.models.module import CheckpointError, load_checkpoint
+    from mt.tools.export import ExportError, export_ctranslate2
 
     try:
         model = load_checkpoint(checkpoint)
@@ -459,7 +459,7 @@ def average(
         run_dir: the run folder for --last.
         force: replace OUT when it exists.
     """
-    from mt.export import ExportError, average_checkpoints, last_checkpoints
+    from mt.tools.export import ExportError, average_checkpoints, last_checkpoints
 
     if (checkpoints is None) == (last is None):
         raise UsageError("give either --checkpoints FILE... or --last N --run_dir DIR")
@@ -686,13 +686,13 @@ BENCHMARKS: dict[str, tuple[Callable[..., None], ...]] = {
 
 
 def _run_benchmark(job: str, options: dict[str, Any], argv: Sequence[str]) -> int:
-    """Run one benchmark job (:mod:`mt.benchmark`); returns the exit status."""
+    """Run one benchmark job (:mod:`mt.tools.benchmark`); returns the exit status."""
     import torch
 
-    from mt import benchmark
+    from mt.tools import benchmark
 
     args = argparse.Namespace(subcommand=job, **options)
-    for name in ("pairs", "beams", "lengths"):  # the lists mt.benchmark expects
+    for name in ("pairs", "beams", "lengths"):  # the lists mt.tools.benchmark expects
         if getattr(args, name, None) is not None:
             setattr(args, name, list(getattr(args, name)))
     threads = torch.get_num_threads()
@@ -731,8 +731,8 @@ def _options(values: dict[str, Any], skip: Sequence[str] = ()) -> dict[str, Any]
 
 
 def _with_bucket_defaults(options: dict[str, Any]) -> dict[str, Any]:
-    """Fill ``bucket_edges``/``n_bootstrap``/``seed`` left at None with mt.evaluation's defaults."""
-    from mt.evaluation import DEFAULT_EDGES, DEFAULT_N_BOOTSTRAP, DEFAULT_SEED
+    """Fill ``bucket_edges``/``n_bootstrap``/``seed`` left at None with mt.eval.evaluation's defaults."""
+    from mt.eval.evaluation import DEFAULT_EDGES, DEFAULT_N_BOOTSTRAP, DEFAULT_SEED
 
     defaults = {"bucket_edges": list(DEFAULT_EDGES), "n_bootstrap": DEFAULT_N_BOOTSTRAP,
                 "seed": DEFAULT_SEED}  # fmt: skip

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Alias of ``mt benchmark``: ``data``, ``decode``, ``train`` and ``length``; see ``--help``, :mod:`mt.benchmark`.
+"""Alias of ``mt benchmark``: ``data``, ``decode``, ``train`` and ``length``; see ``--help``, :mod:`mt.tools.benchmark`.
 
 Results go to ``benchmarks/results/{subcommand}-{device}.json``; ``benchmarks/README.md`` explains
 the figures.
@@ -7,7 +7,7 @@ the figures.
 
 import sys
 
-from mt.benchmark import main
+from mt.tools.benchmark import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -3,12 +3,12 @@
 
     python scripts/compare.py --checkpoints runs/a runs/b --src SRC --ref REF --out DIR
 
-See ``mt/compare.py`` for what is computed; ``--help`` lists the options.
+See ``mt/eval/compare.py`` for what is computed; ``--help`` lists the options.
 """
 
 import sys
 
-from mt.compare import main
+from mt.eval.compare import main
 
 if __name__ == "__main__":
     sys.exit(main())

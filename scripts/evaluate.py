@@ -6,7 +6,7 @@
 
 import sys
 
-from mt.evaluate_cli import main
+from mt.eval.evaluate_cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

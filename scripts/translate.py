@@ -3,7 +3,7 @@
 
 import sys
 
-from mt.translate import main
+from mt.tools.translate import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from mt.benchmark import hf_available, main, non_padding_share
+from mt.tools.benchmark import hf_available, main, non_padding_share
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUIRED = ("device", "cpu_count", "torch_threads", "versions", "git_commit", "command", "timestamp")
@@ -122,8 +122,8 @@ def test_train_at_each_precision(tiny_corpus: Path, tmp_path: Path) -> None:
     """--precisions runs every system at each; bf16-mixed autocasts the matrix products."""
     import torch
 
-    from mt.benchmark import _autocast, cpu_flags
     from mt.precision import cpu_supports_bf16
+    from mt.tools.benchmark import _autocast, cpu_flags
 
     result = run(
         "train", tiny_corpus, tmp_path / "train.json", "--steps", "1", "--no-hf",
@@ -163,7 +163,7 @@ def test_hugging_face_columns(decode_result: dict[str, Any], train_result: dict[
 def test_without_transformers_the_hf_rows_are_skipped(
     tiny_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    monkeypatch.setattr("mt.benchmark.hf_available", lambda: False)
+    monkeypatch.setattr("mt.tools.benchmark.hf_available", lambda: False)
     result = run("train", tiny_corpus, tmp_path / "train.json", "--steps", "1")
     assert all(r["system"] == "mt" for r in result["results"]["runs"])
     assert any("transformers is not installed" in n for n in result["notes"])
@@ -171,7 +171,7 @@ def test_without_transformers_the_hf_rows_are_skipped(
 
 
 def test_non_padding_share_counts_real_tokens() -> None:
-    from mt.data import collate
+    from mt.data.datamodule import collate
 
     items = [(0, [5, 6, 7], [8], "a"), (1, [5], [8, 9, 10], "b")]
     share = non_padding_share([collate(items)])
@@ -182,7 +182,7 @@ def test_non_padding_share_counts_real_tokens() -> None:
 
 def test_time_systems_takes_turns_and_reports_the_median(monkeypatch: pytest.MonkeyPatch) -> None:
     """Systems run a, b, a, b, a, b; each row's seconds is the median of its runs."""
-    import mt.benchmark as bench
+    import mt.tools.benchmark as bench
 
     calls: list[str] = []
     seconds = {"a": iter([3.0, 1.0, 2.0]), "b": iter([10.0, 30.0, 20.0])}
@@ -206,8 +206,8 @@ def test_time_systems_takes_turns_and_reports_the_median(monkeypatch: pytest.Mon
 def test_a_recurrent_config_is_built_with_its_cell(cell: str) -> None:
     import yaml
 
-    from mt.benchmark import spec_from_config
-    from mt.rnn import RNNSeq2Seq
+    from mt.models.rnn import RNNSeq2Seq
+    from mt.tools.benchmark import spec_from_config
 
     spec = spec_from_config(f"configs/{cell}-small.yaml")
     assert spec.arch == cell and spec.recurrent

@@ -17,7 +17,7 @@ import torch
 import yaml
 from conftest import write_corpus
 
-from mt.module import CheckpointError, Seq2SeqModule, load_checkpoint
+from mt.models.module import CheckpointError, Seq2SeqModule, load_checkpoint
 from mt.precision import resolve_precision
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,7 +69,7 @@ def test_base_config_parses_alone() -> None:
 
 
 def test_model_help_lists_options() -> None:
-    out = mt("fit", "--model.help", "mt.lstm.LSTMSeq2Seq").stdout
+    out = mt("fit", "--model.help", "mt.models.lstm.LSTMSeq2Seq").stdout
     assert "--model.attention" in out and "bahdanau" in out and "luong_general" in out
 
 
@@ -114,7 +114,7 @@ def test_values_out_of_range_are_one_line_errors_before_the_data(
 
 def test_yaml_syntax_error_names_the_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text("model:\n  class_path: mt.transformer.TransformerSeq2Seq\n  init_args: {d_model: 32\n"
+    bad.write_text("model:\n  class_path: mt.models.transformer.TransformerSeq2Seq\n  init_args: {d_model: 32\n"
                    "data:\n  vocab_size: 300\n")  # fmt: skip
     proc = mt("fit", "--config", "configs/transformer-small.yaml", "--config", str(bad), check=False)
     assert proc.returncode == 2
@@ -153,7 +153,7 @@ def test_unknown_key_in_a_config_file_is_one_line_error(tmp_path: Path) -> None:
 
 def test_config_for_the_wrong_class_is_rejected(tmp_path: Path) -> None:
     cfg = yaml.safe_load((ROOT / "configs/transformer-small.yaml").read_text())
-    cfg["model"]["class_path"] = "mt.lstm.LSTMSeq2Seq"  # transformer arguments for an LSTM
+    cfg["model"]["class_path"] = "mt.models.lstm.LSTMSeq2Seq"  # transformer arguments for an LSTM
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(cfg))
     proc = mt("fit", "--config", str(bad), "--print_config", check=False)
@@ -275,7 +275,7 @@ def test_test_with_a_checkpoint_whose_tokenizer_the_data_would_not_train(
 ) -> None:
     """A checkpoint trained with another sentencepiece model than a fresh training here would
     give (another version, another machine) is evaluated with its own."""
-    from mt.tokenizer import train_tokenizer
+    from mt.data.tokenizer import train_tokenizer
 
     configs, ckpt = fitted
     files = [tiny_corpus / "train.de", tiny_corpus / "train.en"]
@@ -393,8 +393,8 @@ def test_missing_corpus_is_one_line_error(tmp_path: Path) -> None:
 def test_checkpoint_with_another_tokenizer_is_refused(tiny_corpus: Path, tmp_path: Path) -> None:
     """`--ckpt_path` restores after setup() took the data's tokenizer: a different sentencepiece
     model in the checkpoint (same vocab_size) must be an error, not silently swapped in."""
-    from mt.tokenizer import train_tokenizer
-    from mt.transformer import TransformerSeq2Seq
+    from mt.data.tokenizer import train_tokenizer
+    from mt.models.transformer import TransformerSeq2Seq
 
     files = [tiny_corpus / "train.de", tiny_corpus / "train.en"]
     data_tok = train_tokenizer(files, vocab_size=300)
@@ -552,7 +552,7 @@ def test_synthetic_defaults_are_the_spec_defaults() -> None:
     import inspect
 
     from mt.commands import synthetic
-    from mt.synthetic import SyntheticSpec, parse_bands
+    from mt.data.synthetic import SyntheticSpec, parse_bands
 
     defaults = {k: p.default for k, p in inspect.signature(synthetic).parameters.items()}
     spec = SyntheticSpec()
@@ -567,16 +567,65 @@ def test_package_exports_the_public_classes_lazily() -> None:
     code = (
         "import sys, mt\n"
         "assert 'torch' not in sys.modules, 'import mt loaded torch'\n"
-        "from mt.data import TranslationDataModule\n"
-        "from mt.lstm import LSTMSeq2Seq\n"
-        "from mt.transformer import TransformerSeq2Seq\n"
-        "from mt.translate import Translator\n"
+        "from mt.data.datamodule import TranslationDataModule\n"
+        "from mt.models.lstm import LSTMSeq2Seq\n"
+        "from mt.models.transformer import TransformerSeq2Seq\n"
+        "from mt.tools.translate import Translator\n"
         "assert (mt.TranslationDataModule, mt.LSTMSeq2Seq, mt.TransformerSeq2Seq, mt.Translator) == "
         "(TranslationDataModule, LSTMSeq2Seq, TransformerSeq2Seq, Translator)\n"
         "assert all(getattr(mt, name).__name__ == name for name in mt.__all__)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_package_old_module_paths_are_the_moved_modules() -> None:
+    """The module paths from before the subpackages still import (run folders' config.yaml files
+    and checkpoints name classes by them), as the very same objects, and `import mt` stays free of
+    torch."""
+    code = (
+        "import importlib, sys, mt\n"
+        "import mt.data\n"
+        "assert 'torch' not in sys.modules, 'import mt or mt.data loaded torch'\n"
+        "import mt.rnn, mt.module\n"
+        "import mt.models.module, mt.models.rnn, mt.data.datamodule\n"
+        "assert mt.rnn.RNNSeq2Seq is mt.models.rnn.RNNSeq2Seq\n"
+        "assert mt.module.WarmupLR is mt.models.module.WarmupLR\n"
+        "assert mt.data.TranslationDataModule is mt.data.datamodule.TranslationDataModule\n"
+        "assert sys.modules['mt.rnn'] is mt.models.rnn and mt.rnn.__name__ == 'mt.models.rnn'\n"
+        "from mt import _compat\n"
+        "for old, new in _compat.MOVED.items():\n"
+        "    assert importlib.import_module(old) is importlib.import_module(new), old\n"
+        "from mt.lstm import LSTMSeq2Seq\n"
+        "from mt.models.lstm import LSTMSeq2Seq as moved\n"
+        "assert LSTMSeq2Seq is moved\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_print_config_of_a_config_with_old_class_paths(tmp_path: Path) -> None:
+    """A config.yaml written before the subpackages (old class paths) still parses."""
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "model:\n"
+        "  class_path: mt.rnn.RNNSeq2Seq\n"
+        "  init_args:\n"
+        "    cell: gru\n"
+        "    lr_scheduler:\n"
+        "      class_path: mt.module.WarmupLR\n"
+        "      init_args: {warmup_steps: 3}\n"
+        "trainer:\n"
+        "  callbacks:\n"
+        "  - class_path: mt.throughput.ThroughputMonitor\n"
+    )
+    resolved = yaml.safe_load(mt("fit", "--config", str(config), "--print_config").stdout)
+    model = resolved["model"]
+    assert model["class_path"].rsplit(".", 1)[-1] == "RNNSeq2Seq" and model["init_args"]["cell"] == "gru"
+    assert model["init_args"]["lr_scheduler"]["class_path"].endswith(".WarmupLR")
+    assert model["init_args"]["lr_scheduler"]["init_args"]["warmup_steps"] == 3
+    (callback,) = resolved["trainer"]["callbacks"]
+    assert callback["class_path"].endswith(".ThroughputMonitor")
 
 
 #: Every job beside training, with one bad input each: (arguments, what the line must name).

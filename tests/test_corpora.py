@@ -1,4 +1,4 @@
-"""Tests for :mod:`mt.corpora` and ``scripts/download_data.py`` (no network access)."""
+"""Tests for :mod:`mt.data.corpora` and ``scripts/download_data.py`` (no network access)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from mt import corpora
-from mt.corpora import DataError
+from mt.data import corpora
+from mt.data.corpora import DataError
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "download_data.py"

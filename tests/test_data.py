@@ -12,8 +12,8 @@ import pytest
 import torch
 from conftest import shared_data
 
-from mt.data import (
-    DataError,
+from mt.data.corpora import DataError
+from mt.data.datamodule import (
     TokenBudgetBatchSampler,
     TranslationDataModule,
     collate,
@@ -21,7 +21,7 @@ from mt.data import (
     decoding_batches,
     pad_sources,
 )
-from mt.tokenizer import (
+from mt.data.tokenizer import (
     BOS_ID,
     EOS_ID,
     PAD_ID,
@@ -90,7 +90,7 @@ def test_tokenizer_vocab_too_small_for_the_characters_asks_for_a_larger_one(tmp_
 _TRAIN_IN_A_PROCESS = """
 import os, sys
 os.cpu_count = lambda: {cpus}  # the trainer must not depend on the machine's core count
-from mt.tokenizer import train_tokenizer
+from mt.data.tokenizer import train_tokenizer
 tokenizer = train_tokenizer([{de!r}, {en!r}], vocab_size=320, model_type={kind!r})
 sys.stdout.buffer.write(tokenizer.model_proto)
 """
@@ -113,7 +113,7 @@ def test_tokenizer_is_a_pure_function_of_its_inputs(tiny_corpus: Path, kind: str
 
 
 def test_tokenizer_difference_is_described(tiny_corpus: Path) -> None:
-    from mt.tokenizer import describe_difference
+    from mt.data.tokenizer import describe_difference
 
     files = [tiny_corpus / "train.de", tiny_corpus / "train.en"]
     unigram = train_tokenizer(files, vocab_size=300)
@@ -383,7 +383,7 @@ def test_multi30k_for_real(tmp_path: Path) -> None:
 
 
 def test_check_text_file_counts_lines_across_read_boundaries(tmp_path: Path) -> None:
-    from mt.data import check_text_file
+    from mt.data.corpora import check_text_file
 
     f = tmp_path / "t.txt"
     f.write_bytes("äöü\nß€\n\nno newline at end €".encode())

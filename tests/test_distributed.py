@@ -30,7 +30,7 @@ from mt.cluster import (
     check_checkpoint_file,
     latest_checkpoint,
 )
-from mt.module import CheckpointError, load_checkpoint
+from mt.models.module import CheckpointError, load_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
@@ -101,7 +101,7 @@ def config_args(run: Path, corpus: Path, model: str, kill_at_step: int | None = 
             "init_args": {
                 **sizes,
                 "lr_scheduler": {
-                    "class_path": "mt.module.WarmupLR",
+                    "class_path": "mt.models.module.WarmupLR",
                     "init_args": {"warmup_steps": 5},
                 },
             }

@@ -1,4 +1,4 @@
-"""Tests for mt.evaluation and the scoring mode of scripts/evaluate.py (mt.evaluate_cli)."""
+"""Tests for mt.eval.evaluation and the scoring mode of scripts/evaluate.py (mt.eval.evaluate_cli)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import pytest
 from sacrebleu.metrics import BLEU
 from sacrebleu.significance import PairedTest
 
-import mt.evaluation as ev
-from mt.evaluate_cli import main, read_lines
-from mt.evaluation import (
+import mt.eval.evaluation as ev
+from mt.eval.evaluate_cli import main, read_lines
+from mt.eval.evaluation import (
     BucketScore,
     Scores,
     corpus_scores,

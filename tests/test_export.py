@@ -17,16 +17,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mt.export import (
+from mt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, train_tokenizer
+from mt.models.module import load_checkpoint
+from mt.models.transformer import TransformerSeq2Seq
+from mt.tools.export import (
     EXPORT_INFO,
     average_checkpoints,
     export_ctranslate2,
     supported_quantizations,
 )
-from mt.module import load_checkpoint
-from mt.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, train_tokenizer
-from mt.transformer import TransformerSeq2Seq
-from mt.translate import CTranslate2Translator, Translator
+from mt.tools.translate import CTranslate2Translator, Translator
 
 MT = Path(sys.executable).parent / "mt"
 SIZE = dict(d_model=32, n_heads=2, encoder_layers=2, decoder_layers=2, ffn_dim=64, dropout=0.0)
@@ -231,7 +231,7 @@ def test_mt_translate_ctranslate2_bad_input_exits_2(checkpoint: Path, tmp_path: 
 
 
 def test_export_refuses_a_recurrent_checkpoint(tokenizer: Tokenizer, tmp_path: Path) -> None:
-    from mt.rnn import RNNSeq2Seq
+    from mt.models.rnn import RNNSeq2Seq
 
     model = RNNSeq2Seq(vocab_size=tokenizer.vocab_size, embed_dim=16, hidden_size=16)
     model.tokenizer = tokenizer

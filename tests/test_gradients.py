@@ -1,4 +1,4 @@
-"""mt.gradients: the gradient-flow instrument recovers a known power law, measures every
+"""mt.eval.gradients: the gradient-flow instrument recovers a known power law, measures every
 architecture (padding-exact, rows independent), and `mt gradients` writes its JSON and plot."""
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ import pytest
 import torch
 from torch import Tensor
 
-from mt.data import Batch, collate
-from mt.gradients import GradientFlow, decay_per_position, gradient_norms, measure
-from mt.module import Seq2SeqModule
-from mt.rnn import RNNSeq2Seq
-from mt.tokenizer import train_tokenizer
-from mt.transformer import TransformerSeq2Seq
+from mt.data.datamodule import Batch, collate
+from mt.data.tokenizer import train_tokenizer
+from mt.eval.gradients import GradientFlow, decay_per_position, gradient_norms, measure
+from mt.models.module import Seq2SeqModule
+from mt.models.rnn import RNNSeq2Seq
+from mt.models.transformer import TransformerSeq2Seq
 
 torch.set_num_threads(1)
 
@@ -117,7 +117,7 @@ def test_the_mt_command_writes_json_and_plot_and_refuses_bad_input(
     ckpt = tiny_checkpoint(tiny_corpus, tmp_path / "tiny.ckpt")
     config = tmp_path / "tiny-gru.yaml"
     config.write_text(
-        "model:\n  class_path: mt.rnn.RNNSeq2Seq\n  init_args:\n    cell: gru\n    embed_dim: 16\n"
+        "model:\n  class_path: mt.models.rnn.RNNSeq2Seq\n  init_args:\n    cell: gru\n    embed_dim: 16\n"
         "    hidden_size: 16\n    encoder_layers: 1\n    decoder_layers: 1\n"
         f"data:\n  data_dir: {tiny_corpus}\n  vocab_size: 300\n"
     )

@@ -41,7 +41,7 @@ def test_arm_bf16_flag_is_read_from_cpuinfo(monkeypatch, tmp_path, features, exp
 
 def test_cpuinfo_gives_model_and_flags_to_every_reader(monkeypatch, tmp_path):
     """One parse of /proc/cpuinfo serves precision and the benchmarks' environment record."""
-    from mt import benchmark
+    from mt.tools import benchmark
 
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(

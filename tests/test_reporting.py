@@ -1,5 +1,5 @@
-"""EvalReport logging offline to W&B and CSV (mt.reporting), the comparison report (mt.compare)
-and translate-then-score (mt.evaluate_cli --checkpoint), on two tiny models trained for seconds.
+"""EvalReport logging offline to W&B and CSV (mt.eval.reporting), the comparison report (mt.eval.compare)
+and translate-then-score (mt.eval.evaluate_cli --checkpoint), on two tiny models trained for seconds.
 
 The ``runs`` fixture trains a tiny Transformer (CSV logger) and a tiny LSTM (W&B offline + CSV,
 then tested) with ModelCheckpoint, ThroughputMonitor and EvalReport, as a config would; the
@@ -20,14 +20,12 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
-from mt import compare as cmp
-from mt.data import TranslationDataModule
-from mt.evaluate_cli import main as evaluate_main
-from mt.evaluate_cli import read_lines
-from mt.evaluation import DEFAULT_EDGES, length_buckets
-from mt.lstm import LSTMSeq2Seq
-from mt.module import Seq2SeqModule
-from mt.reporting import (
+from mt.data.datamodule import TranslationDataModule
+from mt.eval import compare as cmp
+from mt.eval.evaluate_cli import main as evaluate_main
+from mt.eval.evaluate_cli import read_lines
+from mt.eval.evaluation import DEFAULT_EDGES, length_buckets
+from mt.eval.reporting import (
     AttentionMap,
     EvalReport,
     attention_figure,
@@ -35,9 +33,11 @@ from mt.reporting import (
     attention_map,
     pick_lines,
 )
-from mt.throughput import ThroughputMonitor
-from mt.transformer import TransformerSeq2Seq
-from mt.translate import Translator
+from mt.eval.throughput import ThroughputMonitor
+from mt.models.lstm import LSTMSeq2Seq
+from mt.models.module import Seq2SeqModule
+from mt.models.transformer import TransformerSeq2Seq
+from mt.tools.translate import Translator
 
 torch.set_num_threads(1)  # tiny models: threads only contend (as in test_translate.py)
 
@@ -285,7 +285,7 @@ def test_attention_health_tells_collapsed_from_moving_attention(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Entropy relative to uniform and the share of repeated argmaxes, from hand-made maps."""
-    import mt.reporting
+    import mt.eval.reporting
 
     collapsed = np.zeros((4, 5))
     collapsed[:, 0] = 1.0  # every output token on source position 0
@@ -298,7 +298,7 @@ def test_attention_health_tells_collapsed_from_moving_attention(
         w = maps[line]
         return AttentionMap(["x"] * w.shape[1], ["y"] * w.shape[0], w, "test")
 
-    monkeypatch.setattr(mt.reporting, "attention_map", fake_map)
+    monkeypatch.setattr(mt.eval.reporting, "attention_map", fake_map)
     health = attention_health(None, None, ["a", "d"])  # type: ignore[arg-type]
     assert (health.entropy, health.same_argmax, health.sentences, health.steps) == (0.0, 1.0, 1, 4)
     health = attention_health(None, None, ["b"])  # type: ignore[arg-type]
@@ -311,8 +311,8 @@ def test_attention_health_tells_collapsed_from_moving_attention(
 
 
 def test_transformer_attention_hook_matches_sdpa() -> None:
-    from mt.reporting import _transformer_weights
-    from mt.transformer import CrossAttention, merge_heads, split_heads
+    from mt.eval.reporting import _transformer_weights
+    from mt.models.transformer import CrossAttention, merge_heads, split_heads
 
     torch.manual_seed(0)
     layer = CrossAttention(16, 2, 0.0).eval()

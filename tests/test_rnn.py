@@ -1,4 +1,4 @@
-"""Tests for mt.rnn (LSTM, GRU and RNN cells): shapes, exactness under padding, causality,
+"""Tests for mt.models.rnn (LSTM, GRU and RNN cells): shapes, exactness under padding, causality,
 step-vs-whole equivalence, state reordering, configuration errors, checkpoints of the LSTM model
 from before the cell option, a small overfitting run and attention that follows an alignment."""
 
@@ -13,8 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mt.lstm import LSTMSeq2Seq
-from mt.rnn import (
+from mt.data.synthetic import DICTIONARY, MARKERS, sample_source, translate_source
+from mt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from mt.models.lstm import LSTMSeq2Seq
+from mt.models.rnn import (
     ATTENTION_TYPES,
     CELLS,
     BiRNNEncoder,
@@ -23,9 +25,7 @@ from mt.rnn import (
     reverse_index,
     reverse_padded,
 )
-from mt.search import beam_search, greedy_search
-from mt.synthetic import DICTIONARY, MARKERS, sample_source, translate_source
-from mt.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from mt.models.search import beam_search, greedy_search
 
 torch.set_num_threads(1)
 
@@ -223,7 +223,7 @@ def test_hparams_and_rebuild() -> None:
     assert hp["dropout"] == 0.1 and hp["share_embeddings"] is False and hp["tie_output"] is False
     assert hp["vocab_size"] == VOCAB and hp["label_smoothing"] == 0.2 and hp["beam_size"] == 4
     assert "kwargs" not in hp and "optimizer" not in hp
-    # mt.module.load_checkpoint rebuilds the model from its hparams alone.
+    # mt.models.module.load_checkpoint rebuilds the model from its hparams alone.
     rebuilt = RNNSeq2Seq(**hp)
     rebuilt.load_state_dict(model.state_dict())
     assert rebuilt.num_parameters() == model.num_parameters()
@@ -239,7 +239,7 @@ def test_invalid_attention_and_cell() -> None:
 
 
 def test_a_checkpoint_of_one_cell_is_refused_by_another() -> None:
-    from mt.module import CheckpointError
+    from mt.models.module import CheckpointError
 
     gru = make_model("luong_general", False, cell="gru")
     checkpoint = {"hyper_parameters": dict(gru.hparams), "state_dict": gru.state_dict()}
@@ -335,9 +335,9 @@ def test_embeddings_scaled_by_default_and_old_checkpoints_load_unscaled(
     """New models multiply the embeddings by sqrt(E) and stack residual decoder layers; a
     checkpoint written before those options existed (neither in its hyperparameters) is rebuilt
     unscaled with a plain stacked ``nn.LSTM`` decoder, as trained, and translates the same."""
-    from mt.module import CheckpointError, load_checkpoint
-    from mt.tokenizer import train_tokenizer
-    from mt.transformer import TransformerSeq2Seq
+    from mt.data.tokenizer import train_tokenizer
+    from mt.models.module import CheckpointError, load_checkpoint
+    from mt.models.transformer import TransformerSeq2Seq
 
     scaled = make_model("luong_general", True, cls=LSTMSeq2Seq)
     plain = make_model(
@@ -358,7 +358,7 @@ def test_embeddings_scaled_by_default_and_old_checkpoints_load_unscaled(
     hparams = {k: v for k, v in plain.hparams.items() if k not in old_options}
     checkpoint = {"hyper_parameters": hparams, "state_dict": plain.state_dict()}
     plain.on_save_checkpoint(checkpoint)
-    assert checkpoint["mt_class"] == "mt.lstm.LSTMSeq2Seq"  # the class name old checkpoints hold
+    assert checkpoint["mt_class"] == "mt.models.lstm.LSTMSeq2Seq"  # the class name old checkpoints hold
     torch.save(checkpoint, tmp_path / "old.ckpt")
     loaded = load_checkpoint(tmp_path / "old.ckpt")
     assert isinstance(loaded, LSTMSeq2Seq) and loaded.embed_scale == 1.0
@@ -393,7 +393,7 @@ GRAMMAR_ID = {word: i + 4 for i, word in enumerate(GRAMMAR_WORDS)}  # after PAD,
 def grammar_batch(
     n: int, rng: random.Random
 ) -> tuple[Tensor, Tensor, Tensor, list[list[str]], list[list[str]]]:
-    """``n`` pairs of mt.synthetic's grammar (5-20 source words), one id per word: sources with
+    """``n`` pairs of mt.data.synthetic's grammar (5-20 source words), one id per word: sources with
     EOS, decoder inputs (BOS + target), decoder outputs (target + EOS), and the words."""
     sources = [sample_source(rng, rng.randint(5, 20)) for _ in range(n)]
     src_words = [s.split() for s in sources]
@@ -414,7 +414,7 @@ def test_attention_follows_the_alignment(cell: str, attention: str, input_feedin
 
     The shipped architecture in miniature (two encoder and two decoder layers, tied embeddings,
     dropout, label smoothing) trains for 150 steps (300 for the tanh RNN, which learns more
-    slowly) on mt.synthetic's grammar, one id per word. Its word alignment is known: every target
+    slowly) on mt.data.synthetic's grammar, one id per word. Its word alignment is known: every target
     word but the final agreement marker translates one source word, and the clauses are reversed
     and reordered (SVO -> SOV). Teacher-forced, the argmax of the attention that predicts a word
     must be on a source word that translates to it, or on a neighbour (a bidirectional encoder
@@ -469,7 +469,7 @@ def test_small_configs_have_comparable_parameter_counts() -> None:
     say (a GRU or an RNN of the same width would be much smaller)."""
     import yaml
 
-    from mt.transformer import TransformerSeq2Seq
+    from mt.models.transformer import TransformerSeq2Seq
 
     configs = Path(__file__).resolve().parent.parent / "configs"
 

@@ -1,4 +1,4 @@
-"""Tests for mt.search with a hand-made "table model" whose probabilities we control.
+"""Tests for mt.models.search with a hand-made "table model" whose probabilities we control.
 
 The table model's next-token log-probabilities depend on (source variant, step, previous token),
 so exhaustive enumeration of every output up to the maximum length is feasible and gives the
@@ -14,8 +14,9 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from mt.lstm import LSTMSeq2Seq
-from mt.search import (
+from mt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from mt.models.lstm import LSTMSeq2Seq
+from mt.models.search import (
     DEFAULT_SEARCH,
     Hypothesis,
     beam_search,
@@ -25,8 +26,7 @@ from mt.search import (
     search,
     topk_rows,
 )
-from mt.tokenizer import BOS_ID, EOS_ID, PAD_ID
-from mt.transformer import TransformerSeq2Seq
+from mt.models.transformer import TransformerSeq2Seq
 
 torch.set_num_threads(1)
 
@@ -317,7 +317,7 @@ def test_decoding_defaults_are_written_once() -> None:
     import inspect
 
     from mt import commands
-    from mt.module import Seq2SeqModule
+    from mt.models.module import Seq2SeqModule
 
     for name in ("translate", "evaluate", "compare"):
         params = inspect.signature(getattr(commands, name)).parameters

@@ -17,10 +17,10 @@ import torch
 import yaml
 from torch.utils.data import DataLoader
 
-from mt.data import Batch, collate
-from mt.module import NonFiniteLossError, Seq2SeqModule
-from mt.rnn import RNNSeq2Seq
-from mt.transformer import TransformerSeq2Seq
+from mt.data.datamodule import Batch, collate
+from mt.models.module import NonFiniteLossError, Seq2SeqModule
+from mt.models.rnn import RNNSeq2Seq
+from mt.models.transformer import TransformerSeq2Seq
 
 torch.set_num_threads(1)
 

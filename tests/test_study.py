@@ -131,7 +131,7 @@ def test_claim1_gradient_scalar_recovers_a_known_decay() -> None:
     table compares such factors with the stated rule."""
     import torch
 
-    from mt.gradients import MIN_PAIRS_PLOTTED, GradientFlow, decay_per_position
+    from mt.eval.gradients import MIN_PAIRS_PLOTTED, GradientFlow, decay_per_position
 
     def run_with(w: float, seed: int) -> dict:
         i, j = torch.arange(12).view(12, 1), torch.arange(12).view(1, 12)
@@ -174,7 +174,7 @@ def test_probe_cache_is_reused_and_recomputed_on_new_settings(tmp_path: Path) ->
 
 
 def test_iwslt17_out_of_domain_set_comes_through_the_corpora_code(tmp_path: Path) -> None:
-    from mt.corpora import mirror_from_env
+    from mt.data.corpora import mirror_from_env
     from mt.study.report import out_of_domain_set
 
     mirror = mirror_from_env()

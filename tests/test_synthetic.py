@@ -1,4 +1,4 @@
-"""The synthetic length-generalisation corpus (mt.synthetic, scripts/make_synthetic.py)."""
+"""The synthetic length-generalisation corpus (mt.data.synthetic, scripts/make_synthetic.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mt.synthetic import (
+from mt.data.synthetic import (
     DICTIONARY,
     MARKERS,
     SyntheticSpec,
@@ -70,7 +70,7 @@ def test_lengths_agreement_and_translation_on_every_line(
 
 
 def test_reordering_on_a_known_sentence() -> None:
-    from mt.synthetic import WORD_CLASSES
+    from mt.data.synthetic import WORD_CLASSES
 
     src = sample_source(random.Random(0), 30)
     words = src.split()
@@ -112,8 +112,8 @@ def test_spec_and_script_errors(tmp_path: Path) -> None:
 
 
 def test_configs_have_equal_sizes() -> None:
-    from mt.lstm import LSTMSeq2Seq
-    from mt.transformer import TransformerSeq2Seq
+    from mt.models.lstm import LSTMSeq2Seq
+    from mt.models.transformer import TransformerSeq2Seq
 
     sizes = {}
     for name, cls in (("transformer", TransformerSeq2Seq), ("lstm", LSTMSeq2Seq)):

@@ -31,10 +31,9 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
-import mt.throughput as throughput
-from mt.data import Batch, collate
-from mt.rnn import RNNSeq2Seq
-from mt.throughput import (
+import mt.eval.throughput as throughput
+from mt.data.datamodule import Batch, collate
+from mt.eval.throughput import (
     ThroughputMonitor,
     flop_terms,
     flops_breakdown,
@@ -44,7 +43,8 @@ from mt.throughput import (
     peak_flops_for_name,
     train_flops,
 )
-from mt.transformer import TransformerSeq2Seq
+from mt.models.rnn import RNNSeq2Seq
+from mt.models.transformer import TransformerSeq2Seq
 
 # torch.backends.mkldnn.flags() warns about Intel-GPU TF32 on every use.
 pytestmark = pytest.mark.filterwarnings("ignore:TF32 acceleration on top of oneDNN")

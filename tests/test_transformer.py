@@ -1,4 +1,4 @@
-"""Tests for mt.transformer: shapes, masking, causality, incremental decoding, overfitting."""
+"""Tests for mt.models.transformer: shapes, masking, causality, incremental decoding, overfitting."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mt.tokenizer import BOS_ID, EOS_ID, PAD_ID
-from mt.transformer import TransformerSeq2Seq, TransformerState, sinusoidal_positions
+from mt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from mt.models.transformer import TransformerSeq2Seq, TransformerState, sinusoidal_positions
 
 VOCAB = 50
 TINY: dict[str, Any] = dict(
@@ -101,7 +101,7 @@ def test_hparams_recorded_and_rebuild() -> None:
     assert hparams["d_model"] == 32 and hparams["norm"] == "post" and hparams["vocab_size"] == VOCAB
     assert hparams["label_smoothing"] == 0.0  # base-class arguments passed through **kwargs
     assert "optimizer" not in hparams and "lr_scheduler" not in hparams and "kwargs" not in hparams
-    # What mt.module.load_checkpoint does: rebuild from hparams, load the weights.
+    # What mt.models.module.load_checkpoint does: rebuild from hparams, load the weights.
     clone = TransformerSeq2Seq(**hparams).eval()
     clone.load_state_dict(model.state_dict())
     src, src_pad_mask, tgt_in, _ = make_batch(*random_batch(2))
@@ -270,7 +270,7 @@ def test_training_mode_runs_with_dropout() -> None:
 
 def test_overfits_reversal_corpus() -> None:
     """64 pairs, target = reversed source: greedy decoding reproduces the targets."""
-    from mt.search import beam_search, greedy_search
+    from mt.models.search import beam_search, greedy_search
 
     torch.set_num_threads(1)
     sentences, _ = random_batch(64, seed=8, min_len=2, max_len=6, vocab=14)
@@ -422,7 +422,7 @@ def test_beam_search_over_a_large_vocabulary_equals_plain_topk(
 ) -> None:
     """With V = 3000 the search ranks each beam's candidates through ``topk_rows``' chunked path;
     ranking with a plain ``topk`` instead finds the same hypotheses and scores."""
-    import mt.search as search_module
+    import mt.models.search as search_module
 
     torch.manual_seed(0)
     model = TransformerSeq2Seq(vocab_size=3000, **TINY).eval()

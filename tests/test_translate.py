@@ -1,4 +1,4 @@
-"""Tests for mt.translate with a "copy model" (it reproduces its source) and a real tokenizer.
+"""Tests for mt.tools.translate with a "copy model" (it reproduces its source) and a real tokenizer.
 
 With a copy model the expected output of every line is known exactly: the line as the tokenizer
 normalises it (``decode(encode(line))``), so line count, order and content can all be checked.
@@ -18,8 +18,8 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from mt.tokenizer import EOS_ID, Tokenizer, train_tokenizer
-from mt.translate import Translator, main, read_lines
+from mt.data.tokenizer import EOS_ID, Tokenizer, train_tokenizer
+from mt.tools.translate import Translator, main, read_lines
 
 torch.set_num_threads(1)
 
@@ -392,7 +392,7 @@ def _write_checkpoint(path: Path, tokenizer: Tokenizer, max_len: int | None = No
     """A tiny untrained Transformer saved the way training saves it (weights + hooks); with
     ``max_len``, the data module's hyperparameters say it was trained on at most that many
     subwords per sentence."""
-    from mt.transformer import TransformerSeq2Seq
+    from mt.models.transformer import TransformerSeq2Seq
 
     torch.manual_seed(0)
     model = TransformerSeq2Seq(
@@ -533,8 +533,8 @@ _KILLED_RUN = """
 import os, signal, sys
 sys.path.insert(0, {tests!r})
 from test_translate import CopyModel
-from mt.tokenizer import Tokenizer
-from mt.translate import main
+from mt.data.tokenizer import Tokenizer
+from mt.tools.translate import main
 
 class DiesInTheThirdChunk(CopyModel):
     def encode(self, src, src_pad_mask):
@@ -605,7 +605,7 @@ def test_output_folder_is_checked_before_the_model_loads(
     def read_only(*args: object, **kwargs: object) -> None:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr("mt.translate.tempfile.mkstemp", read_only)  # as root, chmod would not do
+    monkeypatch.setattr("mt.tools.translate.tempfile.mkstemp", read_only)  # as root, chmod would not do
     assert run(tmp_path / "out.txt") == 2
     assert capsys.readouterr().err == (
         f"mt translate: error: --output {tmp_path / 'out.txt'}: cannot write to the folder {tmp_path} "

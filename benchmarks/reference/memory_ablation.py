@@ -13,7 +13,7 @@ Luong general attention, untied embeddings N(0, 1)) and add one of mt's choices:
     ref_embmt      + mt's embeddings: N(0, 1/E), multiplied by sqrt(E)
     ref_shared     + one embedding matrix for source and target
     ref_mtlike     + bridge, embeddings and projection together
-    mt             mt.rnn.RNNSeq2Seq, 1+1 layers of 256, untied, no dropout (split_directions)
+    mt             mt.models.rnn.RNNSeq2Seq, 1+1 layers of 256, untied, no dropout (split_directions)
     mt_projected   the same with split_directions false (2 x 256 encoder and a projection)
     mt_small       lstm-small's shape at width 256: 2+2 layers, tied, dropout 0.1
 
@@ -24,9 +24,9 @@ Luong general attention, untied embeddings N(0, 1)) and add one of mt's choices:
 import argparse, json, math, time
 import torch, torch.nn.functional as F
 from torch import nn
-from mt.data import TranslationDataModule
-from mt.rnn import BiRNNEncoder, RNNSeq2Seq
-from mt.tokenizer import PAD_ID
+from mt.data.datamodule import TranslationDataModule
+from mt.models.rnn import BiRNNEncoder, RNNSeq2Seq
+from mt.data.tokenizer import PAD_ID
 
 p = argparse.ArgumentParser()
 p.add_argument("--variant", required=True); p.add_argument("--steps", type=int, default=300)

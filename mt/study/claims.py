@@ -22,7 +22,7 @@ where the study file asks for them, ``"gradients"``, ``"stress"`` and ``"ood"``
 
 Claim 1's gradient scalar (:func:`gradient_decay`) is the factor by which the mean gradient norm
 ``|| d loss_i / d e_j ||`` shrinks per position of source distance ``|i - j|``, fitted as
-``exp(slope)`` of log-norm against distance (:func:`mt.gradients.decay_per_position`): 1 means the
+``exp(slope)`` of log-norm against distance (:func:`mt.eval.gradients.decay_per_position`): 1 means the
 loss depends on far source tokens as much as on near ones, 0.5 that the dependence halves with
 every position. "LSTM/GRU keep long-range information" predicts a larger factor than the RNN's.
 """

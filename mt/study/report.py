@@ -27,7 +27,7 @@ ARCH_COLOURS = {"transformer": "tab:blue", "lstm": "tab:orange", "gru": "tab:gre
 
 def out_of_domain_set(study: Study) -> dict[str, Any] | None:
     """The study's out-of-domain set: ``{"label", "src", "ref", "src_lang", "tgt_lang"}`` (files
-    fetched into ``{out}/data`` by :func:`mt.corpora.fetch_iwslt17` for ``corpus: iwslt17``,
+    fetched into ``{out}/data`` by :func:`mt.data.corpora.fetch_iwslt17` for ``corpus: iwslt17``,
     honouring ``MT_DATA_MIRROR``), ``{"label", "error"}`` when it cannot be had, None when the
     study has none."""
     ood = study.eval.get("out_of_domain")
@@ -35,7 +35,7 @@ def out_of_domain_set(study: Study) -> dict[str, Any] | None:
         return None
     split = ood["split"]
     if "corpus" in ood:
-        from mt.corpora import IWSLT17_DIR, DataError, fetch_iwslt17, mirror_from_env
+        from mt.data.corpora import IWSLT17_DIR, DataError, fetch_iwslt17, mirror_from_env
 
         label = f"IWSLT17 {split} de-en"
         try:
@@ -101,11 +101,11 @@ def collect(study: Study) -> list[dict[str, Any]]:
 
 
 def machine() -> dict[str, Any]:
-    """Where the report (its decoding and gradient probes) ran: :func:`mt.benchmark.environment`
+    """Where the report (its decoding and gradient probes) ran: :func:`mt.tools.benchmark.environment`
     (CPU model, usable CPUs, torch threads, versions, git commit) in the study's terms."""
     import torch
 
-    from mt.benchmark import environment
+    from mt.tools.benchmark import environment
 
     env = environment(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     return {"platform": env["platform"], "processor": env["cpu"], "cpus": env["cpu_count"],

@@ -107,7 +107,7 @@ def prepare_data(study: Study, experiment: Experiment) -> Path:
     subset of ``fraction`` (a fixed random subset: 10% is inside 30%) where missing."""
     data = experiment.data
     if data.synthetic is not None and not data.split_file("test_split", "tgt_lang").is_file():
-        from mt.synthetic import SyntheticSpec, parse_bands, write_corpus
+        from mt.data.synthetic import SyntheticSpec, parse_bands, write_corpus
 
         spec = dict(data.synthetic)
         for key in ("train_lengths", "val_lengths"):

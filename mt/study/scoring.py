@@ -10,7 +10,7 @@ The optional probes of the study file's ``eval`` (:mod:`mt.study.spec`) are comp
 the same checkpoint, each cached in its own file with the settings it was computed with (other
 settings: computed again; the same: read back)::
 
-    {run}/eval-gradients.json   gradient norm against source distance (claim 1, mt.gradients)
+    {run}/eval-gradients.json   gradient norm against source distance (claim 1, mt.eval.gradients)
     {run}/eval-stress.json      BLEU of the test split with k consecutive sentences joined (claim 5)
     {run}/eval-ood.json         BLEU on an out-of-domain set, e.g. IWSLT17 tst2017 (claim 5)
 """
@@ -24,8 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mt.evaluate_cli import read_lines
-from mt.evaluation import corpus_scores, length_buckets
+from mt.eval.evaluate_cli import read_lines
+from mt.eval.evaluation import corpus_scores, length_buckets
 from mt.study.spec import DataSet
 
 
@@ -38,8 +38,8 @@ def checkpoint_of(run_dir: Path) -> Path | None:
 
 def marker_accuracy(src: list[str], hyps: list[str], edges: list[int]) -> list[dict[str, Any]]:
     """Share of hypotheses ending in the agreement marker their first source word asks for
-    (:func:`mt.synthetic.agreement_marker`), per source-length bucket (inclusive upper edges)."""
-    from mt.synthetic import agreement_marker
+    (:func:`mt.data.synthetic.agreement_marker`), per source-length bucket (inclusive upper edges)."""
+    from mt.data.synthetic import agreement_marker
 
     bounds = [*edges, None]
     rows: list[dict[str, Any]] = []
@@ -63,7 +63,7 @@ def score_run(run_dir: Path, data_dir: Path, data: DataSet, split: str, options:
     ckpt = checkpoint_of(run_dir)
     if ckpt is None:
         return None
-    from mt.module import load_checkpoint
+    from mt.models.module import load_checkpoint
 
     name = data.options[f"{split}_split"]
     src = read_lines(data_dir / f"{name}.{data.options['src_lang']}")
@@ -87,7 +87,7 @@ def score_run(run_dir: Path, data_dir: Path, data: DataSet, split: str, options:
 
 
 def _translate(model: Any, src: list[str], options: dict[str, Any]) -> list[str]:
-    from mt.translate import Translator
+    from mt.tools.translate import Translator
 
     translator = Translator(model, model.tokenizer, beam_size=options["beam_size"],
                             max_tokens=options["max_tokens"], device="auto")  # fmt: skip
@@ -119,11 +119,11 @@ def spread(n: int, k: int) -> list[int]:
 
 
 def gradient_flow_run(run_dir: Path, data_dir: Path, data: DataSet, settings: dict[str, Any]) -> dict[str, Any] | None:
-    """Gradient norm against source distance (:mod:`mt.gradients`) of the run's checkpoint on
+    """Gradient norm against source distance (:mod:`mt.eval.gradients`) of the run's checkpoint on
     ``settings["sentences"]`` test pairs spread over the test split; cached as
     ``eval-gradients.json``. ``decay_per_position`` is the factor by which the mean norm shrinks
-    per position of distance (:func:`mt.gradients.decay_per_position`, distances with at least
-    :data:`mt.gradients.MIN_PAIRS_PLOTTED` pairs)."""
+    per position of distance (:func:`mt.eval.gradients.decay_per_position`, distances with at least
+    :data:`mt.eval.gradients.MIN_PAIRS_PLOTTED` pairs)."""
     ckpt = checkpoint_of(run_dir)
     if ckpt is None:
         return None
@@ -131,8 +131,13 @@ def gradient_flow_run(run_dir: Path, data_dir: Path, data: DataSet, settings: di
     key = {**settings, "split": name, "checkpoint": ckpt.name}
 
     def compute() -> dict[str, Any]:
-        from mt.gradients import MIN_PAIRS_PLOTTED, decay_per_position, measure, sentence_batches
-        from mt.module import load_checkpoint
+        from mt.eval.gradients import (
+            MIN_PAIRS_PLOTTED,
+            decay_per_position,
+            measure,
+            sentence_batches,
+        )
+        from mt.models.module import load_checkpoint
 
         src = read_lines(data_dir / f"{name}.{data.options['src_lang']}")
         tgt = read_lines(data_dir / f"{name}.{data.options['tgt_lang']}")
@@ -151,7 +156,7 @@ def gradient_flow_run(run_dir: Path, data_dir: Path, data: DataSet, settings: di
 def stress_run(run_dir: Path, data_dir: Path, data: DataSet, settings: dict[str, Any],
                options: dict[str, Any]) -> dict[str, Any] | None:  # fmt: skip
     """BLEU of the test split's first ``max_sentences`` sentences with every ``k`` consecutive
-    ones joined (:func:`mt.evaluation.stress_set`), for each ``k``; cached as ``eval-stress.json``."""
+    ones joined (:func:`mt.eval.evaluation.stress_set`), for each ``k``; cached as ``eval-stress.json``."""
     ckpt = checkpoint_of(run_dir)
     if ckpt is None:
         return None
@@ -159,8 +164,8 @@ def stress_run(run_dir: Path, data_dir: Path, data: DataSet, settings: dict[str,
     key = {**settings, "split": name, "checkpoint": ckpt.name, "beam_size": options["beam_size"]}
 
     def compute() -> dict[str, Any]:
-        from mt.evaluation import stress_set
-        from mt.module import load_checkpoint
+        from mt.eval.evaluation import stress_set
+        from mt.models.module import load_checkpoint
 
         cap = settings["max_sentences"]
         src = read_lines(data_dir / f"{name}.{data.options['src_lang']}")[:cap]
@@ -188,7 +193,7 @@ def ood_run(run_dir: Path, src_file: Path, ref_file: Path, label: str, settings:
     key = {**settings, "set": label, "checkpoint": ckpt.name, "beam_size": options["beam_size"]}
 
     def compute() -> dict[str, Any]:
-        from mt.module import load_checkpoint
+        from mt.models.module import load_checkpoint
 
         cap = settings["max_sentences"]
         src, refs = read_lines(src_file)[:cap], read_lines(ref_file)[:cap]

@@ -26,18 +26,18 @@ A study file (``configs/study/{smoke,cpu,gpu}.yaml``) is YAML with these keys::
 
 The optional ``eval`` probes run at report time on the final runs' checkpoints (so
 ``--report_only`` adds them to a study whose training is done; each is cached per run):
-``gradient_flow`` measures the gradient norm against source distance (:mod:`mt.gradients`) of
+``gradient_flow`` measures the gradient norm against source distance (:mod:`mt.eval.gradients`) of
 the claim-1 experiments on ``sentences`` test pairs spread over the test split; ``stress`` decodes
 the claim-5 experiments' test split with every ``k`` consecutive sentences joined (the first
-``max_sentences`` sentences, :func:`mt.evaluation.stress_set`); ``out_of_domain`` decodes the first
-``max_sentences`` lines of a corpus fetched by :mod:`mt.corpora` (``corpus: iwslt17``, ``split``
+``max_sentences`` sentences, :func:`mt.eval.evaluation.stress_set`); ``out_of_domain`` decodes the first
+``max_sentences`` lines of a corpus fetched by :mod:`mt.data.corpora` (``corpus: iwslt17``, ``split``
 tst2016 or tst2017, honouring ``MT_DATA_MIRROR``) or of a folder of ``{split}.{lang}`` files
 (``data_dir``, with ``src_lang``/``tgt_lang``, default de/en), for the claim-5 experiments whose
 data has the same languages.
 
 Experiment keys left out come from ``defaults``. A data set is a folder of ``{split}.{lang}``
 files (``data_dir``) or a synthetic pair (``synthetic``: the options of
-:class:`mt.synthetic.SyntheticSpec`), generated under ``{out}/data/{name}`` on first use.
+:class:`mt.data.synthetic.SyntheticSpec`), generated under ``{out}/data/{name}`` on first use.
 
 :func:`load_study` checks everything that can be checked before training (unknown keys, a
 missing config or data split, an unknown architecture or cell, seeds < 1, unequal learning-rate
@@ -193,7 +193,7 @@ def _load_probes(evaluation: dict[str, Any]) -> None:
         if ood["max_sentences"] is not None:
             _positive_int(ood["max_sentences"], "eval.out_of_domain.max_sentences")
         if "corpus" in ood:
-            from mt.corpora import IWSLT17_LANGPAIR, IWSLT17_SACREBLEU
+            from mt.data.corpora import IWSLT17_LANGPAIR, IWSLT17_SACREBLEU
 
             if ood["corpus"] not in OOD_CORPORA:
                 raise StudyError(f"eval.out_of_domain.corpus: unknown corpus {ood['corpus']!r} "
@@ -221,7 +221,7 @@ def _load_data(name: str, raw: Any, out: Path) -> DataSet:
     if "synthetic" in raw:
         synthetic = _mapping(raw["synthetic"], f"{where}.synthetic")
         _known(synthetic, SYNTHETIC_KEYS, f"{where}.synthetic")
-        from mt.synthetic import SyntheticSpec, parse_bands
+        from mt.data.synthetic import SyntheticSpec, parse_bands
 
         spec = dict(synthetic)
         for key in ("train_lengths", "val_lengths"):

@@ -48,9 +48,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from mt.data import Batch, collate
-from mt.module import CheckpointError, Seq2SeqModule, load_checkpoint
-from mt.tokenizer import Tokenizer
+from mt.data.datamodule import Batch, collate
+from mt.data.tokenizer import Tokenizer
+from mt.models.module import CheckpointError, Seq2SeqModule, load_checkpoint
 
 __all__ = ["GradientFlow", "decay_per_position", "gradient_norms", "measure", "seq2seq_losses"]
 
@@ -238,10 +238,10 @@ def model_from_config(path: Path, seed: int) -> Seq2SeqModule:
     trains (sentencepiece on the training split, cached as ``mt fit`` caches it)."""
     import yaml
 
-    from mt.benchmark import spec_from_config
-    from mt.corpora import DataError
-    from mt.data import TranslationDataModule
+    from mt.data.corpora import DataError
+    from mt.data.datamodule import TranslationDataModule
     from mt.options import OptionError
+    from mt.tools.benchmark import spec_from_config
 
     if not path.is_file():
         raise GradientInputError(f"{path}: no such config file")
@@ -337,7 +337,7 @@ def run(
 ) -> dict[str, Any]:
     """Measure every model on the first ``sentences`` pairs; write ``out/gradients.json`` and
     ``out/gradients.png``; return the JSON's content (see :func:`mt.commands.gradients`)."""
-    from mt.benchmark import environment, num_parameters, resolve_device, write_result
+    from mt.tools.benchmark import environment, num_parameters, resolve_device, write_result
 
     if not checkpoints and not configs:
         raise GradientInputError("give at least one --checkpoint or --config")

@@ -51,7 +51,7 @@ class Tokenizer:
         if found != SPECIAL_IDS:
             raise TokenizerError(
                 f"sentencepiece model has special ids (pad, unk, bos, eos) = {found}, "
-                f"expected {SPECIAL_IDS}; retrain it with mt.tokenizer.train_tokenizer"
+                f"expected {SPECIAL_IDS}; retrain it with mt.data.tokenizer.train_tokenizer"
             )
 
     @classmethod
@@ -201,7 +201,7 @@ def tokenizer_cache_key(
     file_digests: Iterable[str], vocab_size: int, model_type: str, character_coverage: float
 ) -> str:
     """A key that changes when the training files' content (their sha256 digests, see
-    ``mt.corpora.sha256_file``) or the settings change."""
+    ``mt.data.corpora.sha256_file``) or the settings change."""
     h = hashlib.sha256()
     for digest in file_digests:
         h.update(digest.encode())

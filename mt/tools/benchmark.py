@@ -56,7 +56,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from mt.commands import UsageError
-from mt.data import (
+from mt.data.datamodule import (
     Batch,
     EncodedCorpus,
     ParallelDataset,
@@ -67,15 +67,15 @@ from mt.data import (
     encode_corpus,
     pad_sources,
 )
-from mt.module import Seq2SeqModule
+from mt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, train_tokenizer
+from mt.models.module import Seq2SeqModule
+from mt.models.search import DEFAULT_SEARCH, beam_search, greedy_search
 from mt.precision import BF16, FP32, cpu_supports_bf16, read_cpuinfo, resolve_precision
-from mt.search import DEFAULT_SEARCH, beam_search, greedy_search
-from mt.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, train_tokenizer
-from mt.translate import TranslateError, resolve_device
+from mt.tools.translate import TranslateError, resolve_device
 
 __all__ = ["ModelSpec", "environment", "main", "non_padding_share", "write_result"]
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("torch", "lightning", "sentencepiece", "sacrebleu", "numpy", "transformers")
 #: A Transformer, or the recurrent model with its cell named (RNNSeq2Seq's ``cell``).
 Arch = Literal["transformer", "lstm", "gru", "rnn"]
@@ -333,10 +333,10 @@ class ModelSpec:
     def build(self, vocab_size: int) -> Seq2SeqModule:
         """A freshly initialised model (random weights)."""
         if self.arch == "transformer":
-            from mt.transformer import TransformerSeq2Seq
+            from mt.models.transformer import TransformerSeq2Seq
 
             return TransformerSeq2Seq(vocab_size=vocab_size, **self.init_args)
-        from mt.rnn import RNNSeq2Seq
+        from mt.models.rnn import RNNSeq2Seq
 
         return RNNSeq2Seq(vocab_size=vocab_size, **{**self.init_args, "cell": self.arch})
 
@@ -591,7 +591,7 @@ def write_synthetic_corpus(
 
 
 class MeasuringCollate:
-    """``mt.data.collate`` that also returns the worker's memory (/proc/self/status, KiB)."""
+    """``mt.data.datamodule.collate`` that also returns the worker's memory (/proc/self/status, KiB)."""
 
     def __call__(self, items: Sequence[tuple[int, np.ndarray, np.ndarray, str]]) -> tuple:
         return collate(items), proc_status_kb(), os.getpid()
@@ -749,7 +749,7 @@ def run_data(args: argparse.Namespace, device: torch.device) -> tuple[dict, list
         "batch. RssAnon is the worker's private heap; RssFile counts the memory-mapped corpus "
         "pages it touched, which live in the shared, reclaimable OS page cache, so VmHWM (peak "
         "RSS) grows with the corpus even when the worker's own memory does not.",
-        "encode_pairs_per_s: mt.data.encode_corpus on both sides (sentencepiece with all cores), "
+        "encode_pairs_per_s: mt.data.datamodule.encode_corpus on both sides (sentencepiece with all cores), "
         "pairs / (seconds for de + en).",
     ]
     results: dict[str, Any] = {}
@@ -797,8 +797,8 @@ class DecodeBatch:
 def decode_batches(
     sources: Sequence[Sequence[int]], max_tokens: int, max_len_a: float, max_len_b: float
 ) -> list[DecodeBatch]:
-    """The batches of :func:`mt.data.decoding_batches` (longest first, rows x longest source
-    <= max_tokens), as ``mt.translate.Translator`` cuts them; ``steps`` = ``int(a * longest +
+    """The batches of :func:`mt.data.datamodule.decoding_batches` (longest first, rows x longest source
+    <= max_tokens), as ``mt.tools.translate.Translator`` cuts them; ``steps`` = ``int(a * longest +
     b)`` (EOS counted)."""
     batches = []
     for rows in decoding_batches([len(s) for s in sources], max_tokens):
@@ -892,7 +892,7 @@ def _ctranslate2(
 
 def export_for_decode(model: Seq2SeqModule, tokenizer: Tokenizer, folder: Path) -> dict[str, Path]:
     """The CTranslate2 folders of ``model`` (random weights) for the ``CT2_SYSTEMS`` rows."""
-    from mt.export import export_ctranslate2
+    from mt.tools.export import export_ctranslate2
 
     model.tokenizer = tokenizer
     return {
@@ -1000,7 +1000,7 @@ def run_decode(args: argparse.Namespace, device: torch.device) -> tuple[dict, li
         "a batch generates exactly steps = int(max_len_a * longest source + max_len_b) tokens in "
         "all systems: the same work, counted as generated tokens.",
         "Batches: sources sorted longest first and cut at rows x longest source (EOS included) "
-        "<= max_tokens, as mt.translate.Translator does; the same batches for every system. One "
+        "<= max_tokens, as mt.tools.translate.Translator does; the same batches for every system. One "
         "warm-up batch (the smallest) is decoded before timing.",
         f"Each system decodes all batches {args.repeats} times, the systems taking turns; rows "
         "report the median seconds (seconds_runs lists every run).",
@@ -1008,7 +1008,7 @@ def run_decode(args: argparse.Namespace, device: torch.device) -> tuple[dict, li
         "early_stopping=False, use_cache=True.",
         f"Precision: {'bf16 autocast' if device.type == 'cuda' else 'fp32'}, torch.inference_mode "
         "for both.",
-        "kv_cache: greedy mt.search.greedy_search (decode_step with a KV cache) vs a loop that "
+        "kv_cache: greedy mt.models.search.greedy_search (decode_step with a KV cache) vs a loop that "
         "calls model.decode on the whole prefix at every step (the encoder and the "
         "cross-attention keys/values still computed once); same batches and steps; "
         "identical_outputs compares their tokens.",
@@ -1244,7 +1244,7 @@ def time_training(
     if flops_of is not None:
         flops = sum(flops_of(b) for b in timed)
         stats["model_tflops_per_s"] = flops / seconds / 1e12
-        from mt.throughput import peak_flops
+        from mt.eval.throughput import peak_flops
 
         peak = peak_flops(device, "bf16")
         stats["mfu"] = flops / seconds / peak if peak else None
@@ -1261,7 +1261,7 @@ def _compiled_graphs() -> int:
 
 
 def run_train(args: argparse.Namespace, device: torch.device) -> tuple[dict, list[str]]:
-    from mt.throughput import train_flops
+    from mt.eval.throughput import train_flops
 
     specs = model_specs(args, device)
     max_tokens = args.max_tokens or specs[0].max_tokens
@@ -1281,7 +1281,7 @@ def run_train(args: argparse.Namespace, device: torch.device) -> tuple[dict, lis
         "labels (one plain CE, PAD labels = -100), decoder_input_ids = our tgt_in.",
         "tokens/s count non-padding tokens (src incl. EOS, tgt_out incl. EOS); "
         "padded_tokens_per_s counts all elements of src and tgt_out.",
-        "model FLOPs from mt.throughput.train_flops on non-padding tokens; the Marian rows use "
+        "model FLOPs from mt.eval.throughput.train_flops on non-padding tokens; the Marian rows use "
         "the formula of our Transformer of the same size (same matrix shapes). MFU only on a "
         "GPU with a known dense bf16 peak.",
         "peak_mem_gb: torch.cuda.max_memory_allocated on a GPU; on a CPU the process's peak RSS "
@@ -1382,7 +1382,7 @@ def length_training(
 ) -> list[dict[str, Any]]:
     """Training throughput and peak memory of ``spec`` at every ``args.lengths``, each on a
     fresh model (and optimizer) so that each length's peak memory is its own."""
-    from mt.throughput import train_flops
+    from mt.eval.throughput import train_flops
 
     rows = []
     for length in args.lengths:

@@ -14,17 +14,17 @@ folder, :func:`mt.runs.run_dir_of`); every ``metrics.csv`` under it (a ``CSVLogg
 the training logs. A model's default name is its run directory's (``transformer-small`` for
 ``runs/transformer-small/version_0``).
 
-For every model: translate ``SRC`` with :class:`mt.translate.Translator` (the decoding path of
-``scripts/translate.py``), score with :func:`mt.evaluation.corpus_scores` (so the numbers equal
+For every model: translate ``SRC`` with :class:`mt.tools.translate.Translator` (the decoding path of
+``scripts/translate.py``), score with :func:`mt.eval.evaluation.corpus_scores` (so the numbers equal
 ``scripts/evaluate.py --hyp`` on the written hypotheses, and ``sacrebleu``), BLEU/chrF per
 source-length bucket with bootstrap intervals (the same defaults as ``scripts/evaluate.py``, so
-its ``--src`` table is the same), the stress set (:func:`mt.evaluation.stress_set`: ``k``
+its ``--src`` table is the same), the stress set (:func:`mt.eval.evaluation.stress_set`: ``k``
 consecutive sentences joined, translated and scored) for each ``k``, the parameter count, the
 decoding speed of this run, and from the logs: validation BLEU against wall-clock and against
 target tokens seen (``train/wall_s``, ``train/tgt_tokens_seen`` from
-:class:`mt.reporting.EvalReport`; against the step when those are absent), training throughput
-and MFU (:class:`mt.throughput.ThroughputMonitor`). Between every pair of models: the paired
-bootstrap test of BLEU (:func:`mt.evaluation.paired_bootstrap`).
+:class:`mt.eval.reporting.EvalReport`; against the step when those are absent), training throughput
+and MFU (:class:`mt.eval.throughput.ThroughputMonitor`). Between every pair of models: the paired
+bootstrap test of BLEU (:func:`mt.eval.evaluation.paired_bootstrap`).
 
 Writes into ``DIR``: ``report.md`` (tables, plots linked), ``report.json`` (every number; NaN is
 ``null``), ``hyps/{name}.hyp`` (the translations of ``SRC``; ``hyps/{name}.k{k}.hyp`` for the
@@ -46,8 +46,8 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
-from mt.evaluate_cli import InputError, read_lines
-from mt.evaluation import (
+from mt.eval.evaluate_cli import InputError, read_lines
+from mt.eval.evaluation import (
     DEFAULT_EDGES,
     DEFAULT_N_BOOTSTRAP,
     DEFAULT_SEED,
@@ -57,8 +57,8 @@ from mt.evaluation import (
     paired_bootstrap,
     stress_set,
 )
+from mt.models.search import DEFAULT_SEARCH
 from mt.runs import run_dir_of, run_name
-from mt.search import DEFAULT_SEARCH
 
 __all__ = [
     "THROUGHPUT_COLUMNS",
@@ -260,14 +260,14 @@ def compare(
     """Run the comparison, write the report files into ``out_dir`` and return the report dict.
 
     ``n_health`` source lines, spread over the lengths, are translated greedily one at a time for
-    each model's attention health (:func:`mt.reporting.attention_health`).
+    each model's attention health (:func:`mt.eval.reporting.attention_health`).
 
     Raises:
         InputError: bad files, checkpoints or options (the message says which).
     """
-    from mt.module import CheckpointError, load_checkpoint
-    from mt.reporting import attention_health, pick_lines
-    from mt.translate import TranslateError, Translator, resolve_device
+    from mt.eval.reporting import attention_health, pick_lines
+    from mt.models.module import CheckpointError, load_checkpoint
+    from mt.tools.translate import TranslateError, Translator, resolve_device
 
     if not checkpoints:
         raise InputError("give at least one checkpoint")
@@ -630,7 +630,7 @@ def format_report_md(report: dict[str, Any]) -> str:
         "From every `metrics.csv` (CSVLogger) under each run directory: throughput and MFU are "
         "means over the windows `ThroughputMonitor` logged (non-padding tokens; MFU only on a "
         "GPU with a known peak); wall-clock and target tokens seen are logged by "
-        "`mt.reporting.EvalReport` at each validation. n/a: not in the logs.",
+        "`mt.eval.reporting.EvalReport` at each validation. n/a: not in the logs.",
     ]
     if report["plots"]:
         md += ["", "## Plots", ""]

@@ -34,10 +34,9 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from mt.corpora import DataError, check_text_file, sha256_file
-from mt.lines import LineDecodeError, decode_lines
-from mt.options import require
-from mt.tokenizer import (
+from mt.data.corpora import DataError, check_text_file, sha256_file
+from mt.data.lines import LineDecodeError, decode_lines
+from mt.data.tokenizer import (
     BOS_ID,
     EOS_ID,
     PAD_ID,
@@ -46,6 +45,7 @@ from mt.tokenizer import (
     tokenizer_cache_key,
     train_tokenizer,
 )
+from mt.options import require
 
 # --------------------------------------------------------------------------------------------
 # Reading text
@@ -54,7 +54,7 @@ from mt.tokenizer import (
 
 def iter_lines(path: str | os.PathLike) -> Iterator[str]:
     """Yield the lines of a UTF-8 file without their line ending ("\\n" or "\\r\\n"), as
-    :func:`mt.lines.decode_lines` reads them.
+    :func:`mt.data.lines.decode_lines` reads them.
 
     Raises:
         DataError: on the first line that is not valid UTF-8, naming the file and line number.

@@ -19,14 +19,14 @@ reports what the scalar ``val/bleu`` hides:
 ``train/wall_s`` and ``train/tgt_tokens_seen`` are logged with ``pl_module.log`` in
 ``on_validation_epoch_end``, so they land in the same logger row (step) as ``val/bleu``.
 Lightning calls a callback's ``on_validation_epoch_end`` *before* the module's, which is where
-:class:`mt.module.Seq2SeqModule` sets ``last_eval``; so the report itself runs in
+:class:`mt.models.module.Seq2SeqModule` sets ``last_eval``; so the report itself runs in
 ``on_validation_end`` and ``on_test_end``, where ``self.log`` is not allowed: the bucket scalars
 go to the loggers with ``logger.log_metrics`` at the step Lightning used for the epoch's metrics
 (they are not in ``trainer.callback_metrics``, so ``ModelCheckpoint`` cannot monitor them).
 
 Attention heatmaps (:func:`attention_map`) decode a sentence greedily and record, per output
-token, the weights over the source subwords: for :class:`mt.lstm.LSTMSeq2Seq` the weights its
-``decode_step`` returns in ``state.attention``; for :class:`mt.transformer.TransformerSeq2Seq`,
+token, the weights over the source subwords: for :class:`mt.models.lstm.LSTMSeq2Seq` the weights its
+``decode_step`` returns in ``state.attention``; for :class:`mt.models.transformer.TransformerSeq2Seq`,
 whose attention runs inside ``F.scaled_dot_product_attention`` and returns no weights, a forward
 hook on the last decoder layer's cross-attention recomputes ``softmax(q k^T / sqrt(d_head))``
 from the layer's own inputs (the same formula and mask as SDPA) and averages the heads. Models
@@ -51,8 +51,8 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
-from mt.evaluation import DEFAULT_EDGES, DEFAULT_SEED, BucketScore, length_buckets
-from mt.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
+from mt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
+from mt.eval.evaluation import DEFAULT_EDGES, DEFAULT_SEED, BucketScore, length_buckets
 
 __all__ = [
     "AttentionHealth",
@@ -105,7 +105,7 @@ def _piece_texts(tokenizer: Tokenizer, ids: Sequence[int]) -> list[str]:
 def _cross_attention_hook(model: nn.Module) -> tuple[nn.Module | None, list[Tensor]]:
     """The last Transformer cross-attention module of ``model`` (None if it has none) and the
     list its hook writes head-averaged weights (B, T, S) into."""
-    from mt.transformer import CrossAttention
+    from mt.models.transformer import CrossAttention
 
     modules = [m for m in model.modules() if isinstance(m, CrossAttention)]
     return (modules[-1] if modules else None), []

@@ -54,10 +54,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mt.module import Seq2SeqModule
+from mt.data.tokenizer import PAD_ID
+from mt.eval.throughput import FlopTerm, linear_macs
+from mt.models.module import Seq2SeqModule
 from mt.options import OptionError, require
-from mt.throughput import FlopTerm, linear_macs
-from mt.tokenizer import PAD_ID
 
 __all__ = ["TransformerSeq2Seq", "TransformerState", "sinusoidal_positions"]
 
@@ -750,7 +750,7 @@ class TransformerSeq2Seq(Seq2SeqModule):
 
     def flop_terms(self) -> list[FlopTerm]:
         """Forward FLOP terms, per unit of a batch's length statistics; the derivation is in
-        :mod:`mt.throughput`'s docstring. Sizes are read from the layers' weight shapes."""
+        :mod:`mt.eval.throughput`'s docstring. Sizes are read from the layers' weight shapes."""
         enc_linear = sum(linear_macs(layer.modules()) for layer in self.encoder)
         cross_kv = sum(layer.cross_attn.kv.weight.numel() for layer in self.decoder)
         dec_linear = sum(linear_macs(layer.modules()) for layer in self.decoder) - cross_kv

@@ -1,8 +1,8 @@
 """Seq2SeqModule: what the LSTM and the Transformer share.
 
 Loss, training/validation/test/predict steps, optimizer with a per-step learning-rate schedule,
-validation BLEU through the one decoding path (`mt.search`) and the one sacreBLEU call site
-(`mt.evaluation`), and self-contained checkpoints (they carry the sentencepiece model).
+validation BLEU through the one decoding path (`mt.models.search`) and the one sacreBLEU call site
+(`mt.eval.evaluation`), and self-contained checkpoints (they carry the sentencepiece model).
 
 A subclass implements the model interface that search relies on:
 
@@ -13,7 +13,7 @@ A subclass implements the model interface that search relies on:
 
 Decoding is a chain: ``decode_step`` and ``index_select`` may consume the state they are given
 and reuse its buffers (the Transformer does), and the log-probabilities a step returns are valid
-until the next step. `mt.search` uses every state and every result once, in order.
+until the next step. `mt.models.search` uses every state and every result once, in order.
 """
 
 from __future__ import annotations
@@ -33,11 +33,11 @@ from torch import Tensor
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
-from mt.data import Batch
+from mt.data.datamodule import Batch
+from mt.data.tokenizer import PAD_ID, Tokenizer, describe_difference
+from mt.models.search import DEFAULT_SEARCH, search
+from mt.models.search import DecoderState as State
 from mt.options import require
-from mt.search import DEFAULT_SEARCH, search
-from mt.search import DecoderState as State
-from mt.tokenizer import PAD_ID, Tokenizer, describe_difference
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], Optimizer]
 SchedulerFactory = Callable[[Optimizer], LRScheduler]
@@ -288,7 +288,7 @@ class Seq2SeqModule(L.LightningModule):
         self._eval_sums = torch.zeros(2, dtype=torch.float64, device=self.device)
 
     def _eval_end(self, split: str) -> None:
-        from mt.evaluation import corpus_scores
+        from mt.eval.evaluation import corpus_scores
 
         sums = self.trainer.strategy.reduce(self._eval_sums, reduce_op="sum")
         nll = float(sums[0] / sums[1].clamp(min=1))

@@ -38,7 +38,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from mt.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from mt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 __all__ = [
     "DEFAULT_SEARCH",

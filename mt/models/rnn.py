@@ -32,10 +32,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mt.module import CheckpointError, Seq2SeqModule
+from mt.data.tokenizer import PAD_ID
+from mt.eval.throughput import FlopTerm, linear_macs, rnn_macs
+from mt.models.module import CheckpointError, Seq2SeqModule
 from mt.options import require
-from mt.throughput import FlopTerm, linear_macs, rnn_macs
-from mt.tokenizer import PAD_ID
 
 __all__ = ["AttentionType", "Attention", "BiRNNEncoder", "Cell", "RNNSeq2Seq", "RNNState"]
 
@@ -340,7 +340,7 @@ class RNNSeq2Seq(Seq2SeqModule):
             1+1 layers, 300 Adam steps, validation NLL): a minimal attention LSTM reaches 1.13
             with the concatenation and stays on a plateau at 1.23 with the projection added, where
             mt's model was at 1.26.
-        **kwargs: the arguments of :class:`mt.module.Seq2SeqModule` (label_smoothing, optimizer,
+        **kwargs: the arguments of :class:`mt.models.module.Seq2SeqModule` (label_smoothing, optimizer,
             lr_scheduler, beam_size, length_penalty, max_len_a, max_len_b).
     """
 
@@ -557,7 +557,7 @@ class RNNSeq2Seq(Seq2SeqModule):
 
     def flop_terms(self) -> list[FlopTerm]:
         """Forward FLOP terms, any cell, per unit of a batch's length statistics; the derivation
-        is in :mod:`mt.throughput`'s docstring. Sizes are read from the layers' weight shapes."""
+        is in :mod:`mt.eval.throughput`'s docstring. Sizes are read from the layers' weight shapes."""
         width = int(self.hidden_size)  # H of the memory, query and context
         src_linear = linear_macs([self.memory_proj, self.attention.key_proj])
         tgt_linear = linear_macs([self.attention.query_proj, self.combine])

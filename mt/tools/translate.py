@@ -2,7 +2,7 @@
 
 ``scripts/translate.py`` is a thin wrapper over :func:`main`. The reusable part is
 :class:`Translator`, which tokenizes, sorts by length, cuts token-budget batches, runs the shared
-search (:func:`mt.search.search`), detokenizes and restores the input order. The file is read in
+search (:func:`mt.models.search.search`), detokenizes and restores the input order. The file is read in
 chunks of ``--chunk-lines`` lines, so the whole input never sits in memory.
 
 Guarantees (each one is tested):
@@ -47,10 +47,10 @@ import torch
 from torch import nn
 
 from mt.atomic import atomic_write
-from mt.data import decoding_batches, pad_sources
-from mt.lines import LineDecodeError, decode_lines
-from mt.search import DEFAULT_SEARCH, Hypothesis, length_penalty_factor, search
-from mt.tokenizer import PAD_ID, Tokenizer
+from mt.data.datamodule import decoding_batches, pad_sources
+from mt.data.lines import LineDecodeError, decode_lines
+from mt.data.tokenizer import PAD_ID, Tokenizer
+from mt.models.search import DEFAULT_SEARCH, Hypothesis, length_penalty_factor, search
 
 __all__ = [
     "CTranslate2Translator",
@@ -160,7 +160,7 @@ def read_lines(
     errors: ErrorMode = "strict",
     warn: Callable[[str], None] | None = None,
 ) -> Iterator[str]:
-    """Lines of a binary stream, decoded as UTF-8, lazily, by :func:`mt.lines.decode_lines`
+    """Lines of a binary stream, decoded as UTF-8, lazily, by :func:`mt.data.lines.decode_lines`
     (split on ``b"\\n"`` only, one trailing ``b"\\r"`` removed).
 
     Raises:
@@ -193,7 +193,7 @@ class Translator:
     """Batched translation of lists of lines with a model implementing the decoding interface.
 
     Args:
-        model: ``encode``/``decode_step`` model (see :mod:`mt.search`); moved to ``device`` and
+        model: ``encode``/``decode_step`` model (see :mod:`mt.models.search`); moved to ``device`` and
             put in eval mode.
         tokenizer: the checkpoint's tokenizer.
         beam_size: beam size K (1 = greedy).
@@ -497,7 +497,7 @@ class CTranslate2Translator(Translator):
     """A :class:`Translator` whose search runs in CTranslate2, on a folder written by
     ``mt export``: the same reading, splitting, batching, n-best and writing, another engine.
 
-    Where CTranslate2's search differs from :mod:`mt.search`:
+    Where CTranslate2's search differs from :mod:`mt.models.search`:
 
     * CTranslate2 has one maximum output length per batch; it decodes to the longest of the
       batch's ``int(a * source length + b)`` and each hypothesis is cut to its own sentence's
@@ -538,7 +538,7 @@ class CTranslate2Translator(Translator):
         max_len_b: float = DEFAULT_SEARCH.max_len_b,
         warn: Callable[[str], None] | None = None,
     ) -> None:
-        from mt.export import CT2_MISSING, ExportError, load_export_info
+        from mt.tools.export import CT2_MISSING, ExportError, load_export_info
 
         try:
             import ctranslate2
@@ -634,10 +634,10 @@ ModelLoader = Callable[[str, str], nn.Module]
 
 def _load_checkpoint(path: str, map_location: str) -> nn.Module:
     try:
-        from mt.module import CheckpointError, load_checkpoint
+        from mt.models.module import CheckpointError, load_checkpoint
     except ImportError as err:
         raise TranslateError(
-            f"cannot load checkpoints: mt.module is not available ({err})"
+            f"cannot load checkpoints: mt.models.module is not available ({err})"
         ) from None
     try:
         return load_checkpoint(path, map_location=map_location)
@@ -653,7 +653,7 @@ def main(argv: Sequence[str] | None = None, *, loader: ModelLoader | None = None
     Args:
         argv: arguments without the program name (default: ``sys.argv[1:]``).
         loader: ``(checkpoint_path, map_location) -> model with .tokenizer``; defaults to
-            ``mt.module.load_checkpoint``. Tests pass their own.
+            ``mt.models.module.load_checkpoint``. Tests pass their own.
     """
     from mt.commands import run_command
 

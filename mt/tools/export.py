@@ -21,7 +21,7 @@ any of theirs:
   (mt's search keeps PAD/BOS's share in the normaliser), a difference of log(1 - p(PAD) -
   p(BOS)) per step, negligible in a trained model;
 * the source gets EOS appended by CTranslate2 (``add_source_eos``), as mt's data path does; the
-  decoder starts from BOS (``<s>``) and stops at EOS (``</s>``), the ids of ``mt.tokenizer``.
+  decoder starts from BOS (``<s>``) and stops at EOS (``</s>``), the ids of ``mt.data.tokenizer``.
 
 The folder also holds the checkpoint's sentencepiece model (``sentencepiece.model``) and
 ``mt_export.json`` (what was exported, with what), so it translates on its own: ``mt translate
@@ -46,7 +46,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from mt.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
+from mt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
 
 try:  # the `export` extra (make install installs it); averaging works without it
     import ctranslate2
@@ -117,7 +117,7 @@ class TransformerConverter(Converter):
     """
 
     def __init__(self, model: Any, max_positions: int = DEFAULT_MAX_POSITIONS) -> None:
-        from mt.transformer import TransformerSeq2Seq
+        from mt.models.transformer import TransformerSeq2Seq
 
         if not isinstance(model, TransformerSeq2Seq):
             raise ExportError(
@@ -163,7 +163,7 @@ class TransformerConverter(Converter):
         config.layer_norm_epsilon = LAYER_NORM_EPS
 
     def _positions(self) -> np.ndarray:
-        from mt.transformer import sinusoidal_positions
+        from mt.models.transformer import sinusoidal_positions
 
         table = sinusoidal_positions(0, self.max_positions, self.model.d_model, torch.device("cpu"))
         return table.numpy()  # (max_positions, D)
@@ -341,7 +341,7 @@ def last_checkpoints(run_dir: str | os.PathLike, n: int) -> list[Path]:
     Raises:
         ExportError: fewer than ``n`` distinct checkpoints.
     """
-    from mt.module import CheckpointError, read_checkpoint
+    from mt.models.module import CheckpointError, read_checkpoint
     from mt.runs import checkpoints_in
 
     by_step: dict[int, Path] = {}
@@ -361,7 +361,7 @@ def last_checkpoints(run_dir: str | os.PathLike, n: int) -> list[Path]:
 
 
 def _read_for_average(path: Path) -> dict[str, Any]:
-    from mt.module import CheckpointError, read_checkpoint
+    from mt.models.module import CheckpointError, read_checkpoint
 
     if not path.is_file():
         raise ExportError(f"--checkpoints: no such file: {path}")

@@ -31,7 +31,7 @@ Because every term is a per-unit cost times one of six *length statistics* of th
 batch are a dot product of a per-model coefficient vector with those statistics; the callback
 accumulates the statistics on the device and never synchronises to count.
 
-Transformer (``mt.transformer.TransformerSeq2Seq``; D model width, F feed-forward width, V vocab)
+Transformer (``mt.models.transformer.TransformerSeq2Seq``; D model width, F feed-forward width, V vocab)
 -------------------------------------------------------------------------------------------------
 Per encoder layer and source token: fused QKV (D x 3D) + output (D x D) + FFN (D x F + F x D)
     = 4D^2 + 2DF multiply-adds.
@@ -47,7 +47,7 @@ So forward FLOPs = 2 [L_enc (4D^2 + 2DF) + 2 L_dec D^2] sum s + 2 [L_dec (6D^2 +
 The per-token sizes are read from the layers' weight shapes (the sum of ``nn.Linear`` weights in a
 layer), so a change of FFN or projection shapes is followed automatically.
 
-Recurrent (``mt.rnn.RNNSeq2Seq``; E embedding, H hidden size of the decoder and the memory, V vocab)
+Recurrent (``mt.models.rnn.RNNSeq2Seq``; E embedding, H hidden size of the decoder and the memory, V vocab)
 ---------------------------------------------------------------------------------------------------
 A recurrent layer with input size I and width W computes G gates from input and previous hidden
 (G = 4 for an ``nn.LSTM``, 3 for an ``nn.GRU``, 1 for an ``nn.RNN``):
@@ -193,14 +193,14 @@ def _length_sums(src: Tensor, tgt: Tensor) -> Tensor:
 
 
 def _batch_lengths(batch: Any) -> tuple[Tensor, Tensor]:
-    """(B,) int64 real source and target lengths of an ``mt.data.Batch`` (masks True at pad)."""
+    """(B,) int64 real source and target lengths of an ``mt.data.datamodule.Batch`` (masks True at pad)."""
     src = (~batch.src_pad_mask).sum(dim=1, dtype=torch.int64)
     tgt = (~batch.tgt_pad_mask).sum(dim=1, dtype=torch.int64)
     return src, tgt
 
 
 def flops_breakdown(model: nn.Module, batch: Any) -> dict[str, float]:
-    """Forward FLOPs of ``batch`` (an ``mt.data.Batch``) per term of :func:`flop_terms`."""
+    """Forward FLOPs of ``batch`` (an ``mt.data.datamodule.Batch``) per term of :func:`flop_terms`."""
     stats = length_statistics(*_batch_lengths(batch))
     return {term.name: term.flops * stats[term.statistic] for term in flop_terms(model)}
 

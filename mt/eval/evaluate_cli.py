@@ -14,7 +14,7 @@ Translate-then-score mode::
     python scripts/evaluate.py --checkpoint CKPT --src SRC --ref REF [--beam-size 5]
                                [--max-tokens 4096] [--device auto] [--save-hyp OUT]
 
-translates ``SRC`` with the checkpoint (:class:`mt.translate.Translator`, the same decoding path
+translates ``SRC`` with the checkpoint (:class:`mt.tools.translate.Translator`, the same decoding path
 as ``scripts/translate.py``), then scores the translations exactly like ``--hyp`` input, bucket
 table included (``--src`` is given).
 
@@ -34,13 +34,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mt.evaluation import (
+from mt.data.lines import LineDecodeError, decode_lines
+from mt.eval.evaluation import (
     corpus_scores,
     format_buckets_table,
     format_scores,
     length_buckets,
 )
-from mt.lines import LineDecodeError, decode_lines
 
 
 class InputError(Exception):
@@ -51,7 +51,7 @@ def read_lines(path: str | Path) -> list[str]:
     """Read a text file the way the ``sacrebleu`` CLI does, but strictly.
 
     The file (optionally gzip-compressed, by ``.gz`` suffix) is decoded as UTF-8 line by line
-    (:func:`mt.lines.decode_lines`), lines are split on ``"\\n"`` only (no other Unicode line
+    (:func:`mt.data.lines.decode_lines`), lines are split on ``"\\n"`` only (no other Unicode line
     breaks) and each line is ``rstrip()``-ed, exactly as ``sacrebleu`` does (``line.rstrip()`` after opening with
     ``newline="\\n"``). A final line without a trailing newline is kept; a byte-order mark is
     not removed (sacreBLEU keeps it too).
@@ -76,8 +76,8 @@ def read_lines(path: str | Path) -> list[str]:
 def translate_with_checkpoint(args: argparse.Namespace) -> list[str]:
     """Translate-then-score mode: one hypothesis per line of ``args.src``, in order.
 
-    Loads ``args.checkpoint`` with :func:`mt.module.load_checkpoint` (the checkpoint carries
-    its tokenizer) and translates with :class:`mt.translate.Translator` at ``args.beam_size``,
+    Loads ``args.checkpoint`` with :func:`mt.models.module.load_checkpoint` (the checkpoint carries
+    its tokenizer) and translates with :class:`mt.tools.translate.Translator` at ``args.beam_size``,
     ``args.length_penalty`` and ``args.max_tokens``, the same decoding as
     ``scripts/translate.py``; an empty source line gives an empty hypothesis. With
     ``args.save_hyp`` the translations are also written there. :func:`run` then scores them
@@ -86,8 +86,8 @@ def translate_with_checkpoint(args: argparse.Namespace) -> list[str]:
     Raises:
         InputError: unreadable or non-mt checkpoint, bad decoding options, unwritable output.
     """
-    from mt.module import CheckpointError, load_checkpoint
-    from mt.translate import Translator, resolve_device
+    from mt.models.module import CheckpointError, load_checkpoint
+    from mt.tools.translate import Translator, resolve_device
 
     if args.beam_size < 1 or args.max_tokens < 1:
         raise InputError("--beam-size and --max-tokens must be >= 1")
