@@ -171,7 +171,7 @@ def test_without_transformers_the_hf_rows_are_skipped(
 
 
 def test_non_padding_share_counts_real_tokens() -> None:
-    from mt.data.datamodule import collate
+    from mt.data.batching import collate
 
     items = [(0, [5, 6, 7], [8], "a"), (1, [5], [8, 9, 10], "b")]
     share = non_padding_share([collate(items)])

@@ -12,15 +12,15 @@ import pytest
 import torch
 from conftest import shared_data
 
-from mt.data.corpora import DataError
-from mt.data.datamodule import (
+from mt.data.batching import (
     TokenBudgetBatchSampler,
-    TranslationDataModule,
     collate,
     cut_batches,
     decoding_batches,
     pad_sources,
 )
+from mt.data.corpora import DataError
+from mt.data.datamodule import TranslationDataModule
 from mt.data.tokenizer import (
     BOS_ID,
     EOS_ID,

@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from mt.data.datamodule import Batch, collate
+from mt.data.batching import Batch, collate
 from mt.data.tokenizer import train_tokenizer
 from mt.eval.gradients import GradientFlow, decay_per_position, gradient_norms, measure
 from mt.models.module import Seq2SeqModule

@@ -17,7 +17,7 @@ import torch
 import yaml
 from torch.utils.data import DataLoader
 
-from mt.data.datamodule import Batch, collate
+from mt.data.batching import Batch, collate
 from mt.models.module import NonFiniteLossError, Seq2SeqModule
 from mt.models.rnn import RNNSeq2Seq
 from mt.models.transformer import TransformerSeq2Seq

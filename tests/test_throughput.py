@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
 import mt.eval.throughput as throughput
-from mt.data.datamodule import Batch, collate
+from mt.data.batching import Batch, collate
 from mt.eval.throughput import (
     ThroughputMonitor,
     flop_terms,

@@ -11,18 +11,18 @@ from mt import _compat
 
 #: a name of the former module ``mt.data`` -> the module that defines it now
 _FORMER = {
-    "iter_lines": "mt.data.datamodule",
-    "EncodedCorpus": "mt.data.datamodule",
-    "encode_corpus": "mt.data.datamodule",
-    "default_cache_dir": "mt.data.datamodule",
-    "Batch": "mt.data.datamodule",
-    "pad_sequences": "mt.data.datamodule",
-    "pad_sources": "mt.data.datamodule",
-    "collate": "mt.data.datamodule",
-    "ParallelDataset": "mt.data.datamodule",
-    "TokenBudgetBatchSampler": "mt.data.datamodule",
-    "cut_batches": "mt.data.datamodule",
-    "decoding_batches": "mt.data.datamodule",
+    "iter_lines": "mt.data.cache",
+    "EncodedCorpus": "mt.data.cache",
+    "encode_corpus": "mt.data.cache",
+    "default_cache_dir": "mt.data.cache",
+    "Batch": "mt.data.batching",
+    "pad_sequences": "mt.data.batching",
+    "pad_sources": "mt.data.batching",
+    "collate": "mt.data.batching",
+    "ParallelDataset": "mt.data.batching",
+    "TokenBudgetBatchSampler": "mt.data.batching",
+    "cut_batches": "mt.data.batching",
+    "decoding_batches": "mt.data.batching",
     "TranslationDataModule": "mt.data.datamodule",
 }
 

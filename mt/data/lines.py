@@ -5,7 +5,7 @@ trailing ``b"\\r"`` is removed (CRLF files). A final line without newline counts
 that ends with a newline has no extra empty line. Bytes that are not UTF-8 are an error naming the
 file, the 1-based line and the bytes, unless the caller asks for replacement.
 
-Callers: the corpus cache (:func:`mt.data.datamodule.iter_lines`), ``mt translate``
+Callers: the corpus cache (:func:`mt.data.cache.iter_lines`), ``mt translate``
 (:func:`mt.tools.translate.read_lines`), ``scripts/evaluate.py`` and ``mt compare``
 (:func:`mt.eval.evaluate_cli.read_lines`). Kept free of torch and Lightning so that scoring starts fast.
 """

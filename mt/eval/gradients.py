@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from mt.data.datamodule import Batch, collate
+from mt.data.batching import Batch, collate
 from mt.data.tokenizer import Tokenizer
 from mt.models.module import CheckpointError, Seq2SeqModule, load_checkpoint
 

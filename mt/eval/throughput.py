@@ -193,14 +193,14 @@ def _length_sums(src: Tensor, tgt: Tensor) -> Tensor:
 
 
 def _batch_lengths(batch: Any) -> tuple[Tensor, Tensor]:
-    """(B,) int64 real source and target lengths of an ``mt.data.datamodule.Batch`` (masks True at pad)."""
+    """(B,) int64 real source and target lengths of an ``mt.data.batching.Batch`` (masks True at pad)."""
     src = (~batch.src_pad_mask).sum(dim=1, dtype=torch.int64)
     tgt = (~batch.tgt_pad_mask).sum(dim=1, dtype=torch.int64)
     return src, tgt
 
 
 def flops_breakdown(model: nn.Module, batch: Any) -> dict[str, float]:
-    """Forward FLOPs of ``batch`` (an ``mt.data.datamodule.Batch``) per term of :func:`flop_terms`."""
+    """Forward FLOPs of ``batch`` (an ``mt.data.batching.Batch``) per term of :func:`flop_terms`."""
     stats = length_statistics(*_batch_lengths(batch))
     return {term.name: term.flops * stats[term.statistic] for term in flop_terms(model)}
 

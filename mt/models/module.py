@@ -33,7 +33,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
-from mt.data.datamodule import Batch
+from mt.data.batching import Batch
 from mt.data.tokenizer import PAD_ID, Tokenizer, describe_difference
 from mt.models.search import DEFAULT_SEARCH, search
 from mt.models.search import DecoderState as State

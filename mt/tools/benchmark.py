@@ -56,17 +56,16 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from mt.commands import UsageError
-from mt.data.datamodule import (
+from mt.data.batching import (
     Batch,
-    EncodedCorpus,
     ParallelDataset,
     TokenBudgetBatchSampler,
-    TranslationDataModule,
     collate,
     decoding_batches,
-    encode_corpus,
     pad_sources,
 )
+from mt.data.cache import EncodedCorpus, encode_corpus
+from mt.data.datamodule import TranslationDataModule
 from mt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, train_tokenizer
 from mt.models.module import Seq2SeqModule
 from mt.models.search import DEFAULT_SEARCH, beam_search, greedy_search
@@ -591,7 +590,7 @@ def write_synthetic_corpus(
 
 
 class MeasuringCollate:
-    """``mt.data.datamodule.collate`` that also returns the worker's memory (/proc/self/status, KiB)."""
+    """``mt.data.batching.collate`` that also returns the worker's memory (/proc/self/status, KiB)."""
 
     def __call__(self, items: Sequence[tuple[int, np.ndarray, np.ndarray, str]]) -> tuple:
         return collate(items), proc_status_kb(), os.getpid()
@@ -749,7 +748,7 @@ def run_data(args: argparse.Namespace, device: torch.device) -> tuple[dict, list
         "batch. RssAnon is the worker's private heap; RssFile counts the memory-mapped corpus "
         "pages it touched, which live in the shared, reclaimable OS page cache, so VmHWM (peak "
         "RSS) grows with the corpus even when the worker's own memory does not.",
-        "encode_pairs_per_s: mt.data.datamodule.encode_corpus on both sides (sentencepiece with all cores), "
+        "encode_pairs_per_s: mt.data.cache.encode_corpus on both sides (sentencepiece with all cores), "
         "pairs / (seconds for de + en).",
     ]
     results: dict[str, Any] = {}
@@ -797,7 +796,7 @@ class DecodeBatch:
 def decode_batches(
     sources: Sequence[Sequence[int]], max_tokens: int, max_len_a: float, max_len_b: float
 ) -> list[DecodeBatch]:
-    """The batches of :func:`mt.data.datamodule.decoding_batches` (longest first, rows x longest source
+    """The batches of :func:`mt.data.batching.decoding_batches` (longest first, rows x longest source
     <= max_tokens), as ``mt.tools.translate.Translator`` cuts them; ``steps`` = ``int(a * longest +
     b)`` (EOS counted)."""
     batches = []

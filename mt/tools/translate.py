@@ -47,7 +47,7 @@ import torch
 from torch import nn
 
 from mt.atomic import atomic_write
-from mt.data.datamodule import decoding_batches, pad_sources
+from mt.data.batching import decoding_batches, pad_sources
 from mt.data.lines import LineDecodeError, decode_lines
 from mt.data.tokenizer import PAD_ID, Tokenizer
 from mt.models.search import DEFAULT_SEARCH, Hypothesis, length_penalty_factor, search
