@@ -216,6 +216,32 @@ def test_sacrebleu_pair_copied_and_unverified(tmp_path: Path, monkeypatch) -> No
     assert (out / "wmt14-de-en" / "test.en").read_bytes() == ref.read_bytes()
 
 
+def test_sacrebleu_pair_in_place_needs_no_network(tmp_path: Path, monkeypatch) -> None:
+    """Files already fetched from the mirror (known sha256) are reused offline; a changed file
+    is fetched again."""
+    folder = tmp_path / "out" / corpora.IWSLT17_DIR
+    folder.mkdir(parents=True)
+    data = {"de": _text("de", "test"), "en": _text("en", "test")}
+    for lang, text in data.items():
+        (folder / f"tst2017.{lang}").write_bytes(text)
+    monkeypatch.setitem(
+        corpora.KNOWN_SHA256,
+        corpora.IWSLT17_DIR,
+        {f"tst2017.{lang}": _sha(text) for lang, text in data.items()},
+    )
+
+    def offline(test_set: str, langpair: str, timeout: float) -> tuple[Path, Path, int]:
+        raise DataError("offline")
+
+    monkeypatch.setattr(corpora, "_sacrebleu_files", offline)
+    report = corpora.fetch_iwslt17(tmp_path / "out", splits=["tst2017"], log=lambda _m: None)
+    assert sorted(p.name for p in report.up_to_date) == ["tst2017.de", "tst2017.en"]
+    assert not report.written and not report.unverified
+    (folder / "tst2017.en").write_bytes(b"changed\n")
+    with pytest.raises(DataError, match="offline"):
+        corpora.fetch_iwslt17(tmp_path / "out", splits=["tst2017"], log=lambda _m: None)
+
+
 def _run_script(*args: str, env_mirror: str | None = None) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
     env.pop(corpora.MIRROR_ENV, None)

@@ -501,6 +501,27 @@ def _sacrebleu_files(test_set: str, langpair: str, timeout: float) -> tuple[Path
     return Path(source), Path(refs[0]), len(refs)
 
 
+def _all_verified(
+    dest_dir: Path,
+    corpus_dir: str,
+    split: str,
+    langs: Sequence[str],
+    report: FetchReport,
+    log: Log,
+) -> bool:
+    """Whether every ``{split}.{lang}`` is already in ``dest_dir`` with its known sha256 (then
+    recorded as up to date). A file without a known sha256 never counts as verified."""
+    paths = [dest_dir / f"{split}.{lang}" for lang in langs]
+    for path in paths:
+        expected = _expected_sha(corpus_dir, path.name)
+        if expected is None or not path.is_file() or sha256_file(path) != expected:
+            return False
+    for path in paths:
+        log(f"{corpus_dir}/{path.name}: up to date (sha256 ok)")
+        report.up_to_date.append(path)
+    return True
+
+
 def _fetch_pair(
     dest_dir: Path,
     corpus_dir: str,
@@ -522,6 +543,8 @@ def _fetch_pair(
                 dest_dir / f"{split}.{lang}", corpus_dir, _mirror_opener(src), str(src), report, log
             ):
                 present.append(dest_dir / f"{split}.{lang}")
+    elif _all_verified(dest_dir, corpus_dir, split, (src_lang, tgt_lang), report, log):
+        return  # already in place with the known sha256: no network needed
     else:
         source, ref, n_refs = _sacrebleu_files(test_set, langpair, timeout)
         if n_refs > 1:
