@@ -342,7 +342,7 @@ def test_embeddings_scaled_by_default_and_old_checkpoints_load_unscaled(
     scaled = make_model("luong_general", True, cls=LSTMSeq2Seq)
     plain = make_model(
         "luong_general", True, cls=LSTMSeq2Seq, scale_embeddings=False, residual_decoder=False,
-        split_directions=False,
+        split_directions=False, scale_attention=False,
     )  # fmt: skip
     assert scaled.embed_scale == EMBED**0.5 and plain.embed_scale == 1.0
     assert isinstance(plain.decoder_rnn, nn.LSTM) and plain.decoder_rnn.num_layers == 2
@@ -354,7 +354,9 @@ def test_embeddings_scaled_by_default_and_old_checkpoints_load_unscaled(
 
     tokenizer = train_tokenizer([tiny_corpus / "train.de", tiny_corpus / "train.en"], 300)
     plain.tokenizer = tokenizer
-    old_options = {"scale_embeddings", "residual_decoder", "cell", "split_directions"}
+    old_options = {
+        "scale_embeddings", "residual_decoder", "cell", "split_directions", "scale_attention"
+    }
     hparams = {k: v for k, v in plain.hparams.items() if k not in old_options}
     checkpoint = {"hyper_parameters": hparams, "state_dict": plain.state_dict()}
     plain.on_save_checkpoint(checkpoint)
@@ -363,20 +365,44 @@ def test_embeddings_scaled_by_default_and_old_checkpoints_load_unscaled(
     loaded = load_checkpoint(tmp_path / "old.ckpt")
     assert isinstance(loaded, LSTMSeq2Seq) and loaded.embed_scale == 1.0
     assert isinstance(loaded.decoder_rnn, nn.LSTM) and loaded.memory_proj is not None
+    assert loaded.attention.score_scale == 1.0
     assert LSTMSeq2Seq.load_from_checkpoint(tmp_path / "old.ckpt").embed_scale == 1.0
     with pytest.raises(CheckpointError, match="holds a LSTMSeq2Seq, not a TransformerSeq2Seq"):
         TransformerSeq2Seq.load_from_checkpoint(tmp_path / "old.ckpt")
     # Resuming it into a model built with the new default (mt fit --ckpt_path) is refused.
-    options = "'scale_embeddings', 'residual_decoder', 'split_directions'"
+    options = "'scale_embeddings', 'residual_decoder', 'split_directions', 'scale_attention'"
     with pytest.raises(CheckpointError, match=f"option.s. {options}") as err:
         scaled.on_load_checkpoint(checkpoint)
     assert (
         "--model.init_args.scale_embeddings false --model.init_args.residual_decoder false "
-        "--model.init_args.split_directions false"
+        "--model.init_args.split_directions false --model.init_args.scale_attention false"
     ) in str(err.value)
     with torch.no_grad():
         same = loaded(src, src == PAD_ID, tgt_in) - plain(src, src == PAD_ID, tgt_in)
     assert same.abs().max() == 0
+
+
+@pytest.mark.parametrize("attention", ["luong_general", "luong_dot"])
+def test_scaled_scores_start_the_tanh_rnn_near_uniform(attention: str) -> None:
+    """At rnn-small's width (512) a fresh tanh RNN's states are near +-1, so unscaled
+    multiplicative scores put most of the weight on one arbitrary source position before any
+    training; divided by sqrt(H) (the default) the attention starts near uniform."""
+    src = torch.randint(4, 1000, (32, 20), generator=torch.Generator().manual_seed(0))
+    tgt_in = torch.randint(4, 1000, (32, 20), generator=torch.Generator().manual_seed(1))
+    max_weight = {}
+    for scaled in (False, True):
+        torch.manual_seed(0)
+        model = RNNSeq2Seq(
+            1000, embed_dim=512, hidden_size=512, attention=attention, input_feeding=False,
+            cell="rnn", tie_output=True, scale_attention=scaled,
+        ).eval()  # fmt: skip
+        with torch.no_grad():
+            state = model.encode(src, src == PAD_ID)
+            out, _ = model._run_decoder(model.tgt_embed(tgt_in) * model.embed_scale, state.hidden)
+            _, weights = model.attention(out, state.keys, state.memory, src == PAD_ID)
+        max_weight[scaled] = weights.max(dim=2).values.mean().item()  # uniform: 1/20
+    assert RNNSeq2Seq(1000).attention.score_scale == 512**-0.5  # scaled by default
+    assert max_weight[True] < 0.1 < 0.4 < max_weight[False], max_weight
 
 
 # Every attention type with input feeding on and off for the LSTM; for the GRU and the RNN every

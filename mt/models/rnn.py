@@ -194,6 +194,11 @@ class Attention(nn.Module):
     * ``luong_general``:  score(h_t, m_s) = h_t . (W_a m_s)                    (Luong 2015, eq. 8)
     * ``bahdanau``:       score(h_t, m_s) = v_a . tanh(W_q h_t + W_k m_s)      (Bahdanau 2015, A.1.2)
 
+    With ``scaled`` the two multiplicative scores are divided by sqrt(H), as the Transformer's
+    dot-product attention is (Vaswani et al. 2017, sec. 3.2.1). Unscaled, a sum of H products of
+    states near +-1 has a spread of several units at initialisation, so the softmax starts almost
+    one-hot on an arbitrary position and its gradient is small: the attention can stay there.
+
     a_t = softmax_s(score) with padding masked out (Luong eq. 7), context c_t = sum_s a_ts m_s.
     The part that depends on the source only (W_a m_s, W_k m_s) is computed once per sentence by
     :meth:`keys`, so that a decoding step costs O(S H) (O(S H) + H^2 for ``bahdanau``).
@@ -205,11 +210,13 @@ class Attention(nn.Module):
     Args:
         kind: the score function.
         hidden_size: H, size of the query and of the memory vectors.
+        scaled: divide the ``luong_dot`` and ``luong_general`` scores by sqrt(H).
     """
 
-    def __init__(self, kind: AttentionType, hidden_size: int) -> None:
+    def __init__(self, kind: AttentionType, hidden_size: int, scaled: bool = False) -> None:
         super().__init__()
         self.kind = kind
+        self.score_scale = hidden_size**-0.5 if scaled and kind != "bahdanau" else 1.0
         self.key_proj: nn.Linear | None = None
         self.query_proj: nn.Linear | None = None
         self.score_proj: nn.Linear | None = None
@@ -245,6 +252,8 @@ class Attention(nn.Module):
             scores = self.score_proj(hidden).squeeze(3)  # (B, T, S)
         else:
             scores = torch.bmm(query, keys.transpose(1, 2))  # (B, T, S)
+            if self.score_scale != 1.0:
+                scores = scores * self.score_scale
         scores = scores.masked_fill(src_pad_mask.unsqueeze(1), float("-inf"))
         weights = torch.softmax(scores.float(), dim=2).to(memory.dtype)  # (B, T, S)
         context = torch.bmm(weights, memory)  # (B, T, H)
@@ -340,6 +349,12 @@ class RNNSeq2Seq(Seq2SeqModule):
             1+1 layers, 300 Adam steps, validation NLL): a minimal attention LSTM reaches 1.13
             with the concatenation and stays on a plateau at 1.23 with the projection added, where
             mt's model was at 1.26.
+        scale_attention: divide the ``luong_dot``/``luong_general`` scores by sqrt(H)
+            (:class:`Attention`). Measured on Multi30k de-en (seed 1, 240 steps, one thread,
+            validation BLEU unscaled -> scaled): rnn-small 8.3 -> 24.7, lstm-small 18.4 -> 23.0.
+            Unscaled, a fresh rnn-small puts 0.6 of its attention on one arbitrary position
+            (20-token sources; uniform is 0.05) and stays near one-hot (entropy 0.003 after
+            training); an LSTM's smaller states start it near uniform.
         **kwargs: the arguments of :class:`mt.models.module.Seq2SeqModule` (label_smoothing, optimizer,
             lr_scheduler, beam_size, length_penalty, max_len_a, max_len_b).
     """
@@ -349,6 +364,7 @@ class RNNSeq2Seq(Seq2SeqModule):
         "scale_embeddings": False,
         "residual_decoder": False,
         "split_directions": False,
+        "scale_attention": False,
     }
 
     def __init__(
@@ -367,6 +383,7 @@ class RNNSeq2Seq(Seq2SeqModule):
         residual_decoder: bool = True,
         cell: Cell = "lstm",
         split_directions: bool = True,
+        scale_attention: bool = True,
         **kwargs: Any,
     ) -> None:
         if cell not in CELLS:
@@ -449,7 +466,7 @@ class RNNSeq2Seq(Seq2SeqModule):
         # (Jozefowicz et al. 2015) made every encoder state carry more of the sentence, the memory
         # vectors more alike, and slowed learning where to attend (synthetic pair, 60 Adam steps:
         # validation NLL 2.8 with it, 2.0 without).
-        self.attention = Attention(attention, hidden_size)
+        self.attention = Attention(attention, hidden_size, scaled=scale_attention)
         self.combine = nn.Linear(2 * hidden_size, hidden_size, bias=False)  # W_c
         self.output_proj = nn.Linear(hidden_size, vocab_size)  # W_s, b_s
         if tie_output:
