@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Alias of ``mt benchmark``: ``data``, ``decode``, ``train`` and ``length``; see ``--help``, :mod:`mt.tools.benchmark`.
 
-Results go to ``benchmarks/results/{subcommand}-{device}.json``; ``benchmarks/README.md`` explains
-the figures.
+Results go to ``benchmarks/results/{subcommand}-{device}.json`` under the current folder (or
+``--out``); ``benchmarks/README.md`` explains the figures.
 """
 
 import sys

@@ -123,7 +123,8 @@ def test_train_at_each_precision(tiny_corpus: Path, tmp_path: Path) -> None:
     import torch
 
     from mt.precision import cpu_supports_bf16
-    from mt.tools.benchmark import _autocast, cpu_flags
+    from mt.tools.benchmark.common import autocast
+    from mt.tools.benchmark.record import cpu_flags
 
     result = run(
         "train", tiny_corpus, tmp_path / "train.json", "--steps", "1", "--no-hf",
@@ -136,9 +137,9 @@ def test_train_at_each_precision(tiny_corpus: Path, tmp_path: Path) -> None:
     ]  # fmt: skip
     assert result["cpu_flags"] == cpu_flags() and result["cpu_native_bf16"] is cpu_supports_bf16()
     x = torch.ones(2, 2)
-    with _autocast(torch.device("cpu"), "bf16-mixed"):
+    with autocast(torch.device("cpu"), "bf16-mixed"):
         assert (x @ x).dtype == torch.bfloat16
-    with _autocast(torch.device("cpu"), "32-true"):
+    with autocast(torch.device("cpu"), "32-true"):
         assert (x @ x).dtype == torch.float32
 
 
@@ -163,7 +164,7 @@ def test_hugging_face_columns(decode_result: dict[str, Any], train_result: dict[
 def test_without_transformers_the_hf_rows_are_skipped(
     tiny_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    monkeypatch.setattr("mt.tools.benchmark.hf_available", lambda: False)
+    monkeypatch.setattr("mt.tools.benchmark.common.hf_available", lambda: False)
     result = run("train", tiny_corpus, tmp_path / "train.json", "--steps", "1")
     assert all(r["system"] == "mt" for r in result["results"]["runs"])
     assert any("transformers is not installed" in n for n in result["notes"])
@@ -182,7 +183,7 @@ def test_non_padding_share_counts_real_tokens() -> None:
 
 def test_time_systems_takes_turns_and_reports_the_median(monkeypatch: pytest.MonkeyPatch) -> None:
     """Systems run a, b, a, b, a, b; each row's seconds is the median of its runs."""
-    import mt.tools.benchmark as bench
+    import mt.tools.benchmark.decode as bench
 
     calls: list[str] = []
     seconds = {"a": iter([3.0, 1.0, 2.0]), "b": iter([10.0, 30.0, 20.0])}
@@ -207,7 +208,7 @@ def test_a_recurrent_config_is_built_with_its_cell(cell: str) -> None:
     import yaml
 
     from mt.models.rnn import RNNSeq2Seq
-    from mt.tools.benchmark import spec_from_config
+    from mt.tools.benchmark.specs import spec_from_config
 
     spec = spec_from_config(f"configs/{cell}-small.yaml")
     assert spec.arch == cell and spec.recurrent
@@ -279,3 +280,72 @@ def test_ctranslate2_rows(decode_result: dict[str, Any]) -> None:
     assert rows[("ct2-float32", 1)]["same_tokens_as_mt"] >= 0.9
     lstm = next(m for m in decode_result["results"]["models"] if m["arch"] == "lstm")
     assert {r["system"] for r in lstm["rows"]} == {"mt"}  # CTranslate2 has no recurrent models
+
+
+def test_the_package_keeps_the_names_of_the_former_module() -> None:
+    """`mt.tools.benchmark` (and the older `mt.benchmark`) still give every public name of the
+    former one-file module: the very object of the job's module that defines it now."""
+    import importlib
+
+    import mt.tools.benchmark as package
+
+    assert importlib.import_module("mt.benchmark") is package
+    for module, names in package._MODULES.items():
+        defining = importlib.import_module(f"mt.tools.benchmark.{module}")
+        for name in names:
+            assert getattr(package, name) is getattr(defining, name), name
+    assert set(package.__all__) <= set(dir(package))
+    with pytest.raises(AttributeError):
+        package.no_such_name  # noqa: B018
+
+
+def test_outside_a_checkout_results_go_under_the_current_folder(
+    tiny_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run from a folder that is no git repository: the default result file is under that
+    folder, with no git commit; a config path is read from it too, and a missing one is bad
+    input that names it (nothing is looked up in mt's own source tree)."""
+    from mt.commands import UsageError
+    from mt.tools.benchmark.specs import spec_from_config
+
+    monkeypatch.chdir(tmp_path)
+    argv = ["train", "--smoke", "--threads", "1", "--data-dir", str(tiny_corpus), "--steps", "1",
+            "--no-hf", "--precisions", "32-true"]  # fmt: skip
+    assert main(argv) == 0
+    result = json.loads((tmp_path / "benchmarks" / "results" / "train-cpu-smoke.json").read_text())
+    assert result["benchmark"] == "train" and result["git_commit"] is None
+    with pytest.raises(UsageError, match="configs/lstm-small.yaml: no such config file"):
+        spec_from_config("configs/lstm-small.yaml")
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "lstm-small.yaml").write_text((ROOT / "configs" / "lstm-small.yaml").read_text())
+    assert spec_from_config("configs/lstm-small.yaml").arch == "lstm"
+
+
+def test_git_commit_is_that_of_the_current_folders_repository(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From any folder of a repository: its HEAD, `-dirty` when a tracked file changed, except
+    under benchmarks/results/ (earlier outputs)."""
+    import subprocess
+
+    from mt.tools.benchmark.record import git_commit
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path,
+                              check=True, capture_output=True, text=True).stdout.strip()  # fmt: skip
+
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "benchmarks" / "results" / "old.json").write_text("{}\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-q", "-m", "one")
+    head = git("rev-parse", "HEAD")
+    monkeypatch.chdir(tmp_path / "sub")
+    assert git_commit() == head
+    (tmp_path / "benchmarks" / "results" / "old.json").write_text("{\"new\": 1}\n")
+    assert git_commit() == head
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert git_commit() == head + "-dirty"
+    assert git_commit(tmp_path / "sub") == head + "-dirty"

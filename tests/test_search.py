@@ -318,6 +318,7 @@ def test_decoding_defaults_are_written_once() -> None:
 
     from mt import commands
     from mt.models.module import Seq2SeqModule
+    from mt.tools.benchmark.cli import benchmark_decode
 
     for name in ("translate", "evaluate", "compare"):
         params = inspect.signature(getattr(commands, name)).parameters
@@ -327,7 +328,7 @@ def test_decoding_defaults_are_written_once() -> None:
     assert params["beam_size"].default == 1
     for key in ("length_penalty", "max_len_a", "max_len_b"):
         assert params[key].default == getattr(DEFAULT_SEARCH, key)
-    bench = inspect.signature(commands.benchmark_decode).parameters
+    bench = inspect.signature(benchmark_decode).parameters
     assert (bench["max_len_a"].default, bench["max_len_b"].default) == (
         DEFAULT_SEARCH.max_len_a,
         DEFAULT_SEARCH.max_len_b,

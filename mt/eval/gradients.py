@@ -241,7 +241,7 @@ def model_from_config(path: Path, seed: int) -> Seq2SeqModule:
     from mt.data.corpora import DataError
     from mt.data.datamodule import TranslationDataModule
     from mt.options import OptionError
-    from mt.tools.benchmark import spec_from_config
+    from mt.tools.benchmark.specs import spec_from_config
 
     if not path.is_file():
         raise GradientInputError(f"{path}: no such config file")
@@ -337,7 +337,9 @@ def run(
 ) -> dict[str, Any]:
     """Measure every model on the first ``sentences`` pairs; write ``out/gradients.json`` and
     ``out/gradients.png``; return the JSON's content (see :func:`mt.commands.gradients`)."""
-    from mt.tools.benchmark import environment, num_parameters, resolve_device, write_result
+    from mt.tools.benchmark.record import environment, write_result
+    from mt.tools.benchmark.specs import num_parameters
+    from mt.tools.translate import resolve_device
 
     if not checkpoints and not configs:
         raise GradientInputError("give at least one --checkpoint or --config")

@@ -8,6 +8,15 @@ Three parts:
 3. **A callback** (:class:`ThroughputMonitor`): non-padding tokens/s, padding ratio, step time,
    peak memory and MFU, logged to the loggers and kept in :meth:`ThroughputMonitor.summary`.
 
+Why not Lightning's ``lightning.pytorch.callbacks.ThroughputMonitor`` (read in lightning 2.6.6): it
+runs on rank 0 only and multiplies that rank's items and FLOPs by the world size, whereas
+token-budget batches hold a different number of real tokens on each rank, so it would not report
+the summed count this callback reduces over ranks. It times the whole loop since the start of
+training, data loading and logging included, where this callback times forward, backward and step,
+reports rates only once its rolling window (100 batches by default) is full, takes FLOPs from one
+``flops_per_batch`` attribute rather than from each batch's real lengths, and has no padding ratio,
+source/target split, warm-up exclusion or peak memory.
+
 Counting conventions
 --------------------
 * One multiply-add = 2 FLOPs. Only matrix products are counted (linear layers, recurrent

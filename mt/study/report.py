@@ -101,11 +101,11 @@ def collect(study: Study) -> list[dict[str, Any]]:
 
 
 def machine() -> dict[str, Any]:
-    """Where the report (its decoding and gradient probes) ran: :func:`mt.tools.benchmark.environment`
+    """Where the report (its decoding and gradient probes) ran: :func:`mt.tools.benchmark.record.environment`
     (CPU model, usable CPUs, torch threads, versions, git commit) in the study's terms."""
     import torch
 
-    from mt.tools.benchmark import environment
+    from mt.tools.benchmark.record import environment
 
     env = environment(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     return {"platform": env["platform"], "processor": env["cpu"], "cpus": env["cpu_count"],
