@@ -34,6 +34,7 @@ from mt.eval.comparison import (
 from mt.eval.evaluate_cli import main as evaluate_main
 from mt.eval.evaluate_cli import read_lines
 from mt.eval.evaluation import DEFAULT_EDGES, BucketScore, corpus_scores, length_buckets
+from mt.eval.progress import TrainingProgress
 from mt.eval.reporting import (
     AttentionMap,
     EvalReport,
@@ -347,7 +348,7 @@ def test_attention_health_tells_collapsed_from_moving_attention(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Entropy relative to uniform and the share of repeated argmaxes, from hand-made maps."""
-    import mt.eval.reporting
+    import mt.eval.attention
 
     collapsed = np.zeros((4, 5))
     collapsed[:, 0] = 1.0  # every output token on source position 0
@@ -360,7 +361,7 @@ def test_attention_health_tells_collapsed_from_moving_attention(
         w = maps[line]
         return AttentionMap(["x"] * w.shape[1], ["y"] * w.shape[0], w, "test")
 
-    monkeypatch.setattr(mt.eval.reporting, "attention_map", fake_map)
+    monkeypatch.setattr(mt.eval.attention, "attention_map", fake_map)
     health = attention_health(None, None, ["a", "d"])  # type: ignore[arg-type]
     assert (health.entropy, health.same_argmax, health.sentences, health.steps) == (0.0, 1.0, 1, 4)
     health = attention_health(None, None, ["b"])  # type: ignore[arg-type]
@@ -373,7 +374,7 @@ def test_attention_health_tells_collapsed_from_moving_attention(
 
 
 def test_transformer_attention_hook_matches_sdpa() -> None:
-    from mt.eval.reporting import _transformer_weights
+    from mt.eval.attention import _transformer_weights
     from mt.models.transformer import CrossAttention, merge_heads, split_heads
 
     torch.manual_seed(0)
@@ -471,3 +472,26 @@ def test_eval_report_without_any_logger(
         f"val/bleu_len_{b.label}": b.bleu for b in expected if b.n
     }
     assert 0 <= metrics["val/attention_entropy"] <= 1
+
+
+def test_training_progress_alone_counts_and_resumes(
+    datamodule: TranslationDataModule, tmp_path: Path
+) -> None:
+    """TrainingProgress by itself logs the two counters at each validation, carries them in its
+    state and continues them on resume; EvalReport keeps its own state key (old checkpoints)."""
+    progress = TrainingProgress()
+    trainer = L.Trainer(
+        accelerator="cpu", logger=[CSVLogger(str(tmp_path), name="run")], callbacks=[progress],
+        max_steps=4, val_check_interval=2, limit_val_batches=1, num_sanity_val_steps=0,
+        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+    )  # fmt: skip
+    trainer.fit(tiny_model("transformer"), datamodule=datamodule)
+    curve = cmp.read_training_logs(tmp_path / "run").curve
+    assert len(curve) == 2 and 0 < curve[0].tgt_tokens_seen < curve[1].tgt_tokens_seen
+    assert 0 < curve[0].wall_s < curve[1].wall_s
+    state = progress.state_dict()
+    assert state["tgt_tokens_seen"] == curve[1].tgt_tokens_seen and state["wall_s"] >= curve[1].wall_s
+    resumed = TrainingProgress()
+    resumed.load_state_dict(state)
+    assert resumed.state_dict() == state  # not started: no time runs
+    assert EvalReport().state_key == "EvalReport" and progress.state_key == "TrainingProgress"

@@ -255,12 +255,12 @@ def compare(
     ``report.json`` holds it (:meth:`mt.eval.comparison.CompareReport.to_dict`).
 
     ``n_health`` source lines, spread over the lengths, are translated greedily one at a time for
-    each model's attention health (:func:`mt.eval.reporting.attention_health`).
+    each model's attention health (:func:`mt.eval.attention.attention_health`).
 
     Raises:
         InputError: bad files, checkpoints or options (the message says which).
     """
-    from mt.eval.reporting import attention_health, pick_lines
+    from mt.eval.attention import attention_health, pick_lines
     from mt.models.module import CheckpointError, load_checkpoint
     from mt.tools.translate import TranslateError, Translator, resolve_device
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from mt.eval.evaluation import BucketScore, PairedResult, Scores
 
 if TYPE_CHECKING:
-    from mt.eval.reporting import AttentionHealth
+    from mt.eval.attention import AttentionHealth
 
 __all__ = [
     "THROUGHPUT_COLUMNS",
