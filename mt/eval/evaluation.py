@@ -109,7 +109,12 @@ def _bootstrap(
     with _sacrebleu_seed(seed):
         test = PairedTest(named, metrics, [list(refs)], test_type="bs", n_samples=n_bootstrap)
         _, results = test()
-    return {name: column for name, column in results.items() if name != "System"}  # type: ignore[misc]
+    # Every column but "System" (the names) holds one Result per system.
+    return {
+        name: [r for r in column if isinstance(r, Result)]
+        for name, column in results.items()
+        if name != "System"
+    }
 
 
 def _interval(result: Result) -> tuple[float, float]:
