@@ -26,7 +26,7 @@ _PUBLIC = {
     "LSTMSeq2Seq": "mt.models.lstm",
     "Seq2SeqModule": "mt.models.module",
     "TranslationDataModule": "mt.data.datamodule",
-    "Translator": "mt.tools.translate",
+    "Translator": "mt.tools.translator",
 }
 
 __all__ = [
@@ -44,7 +44,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
     from mt.models.module import Seq2SeqModule
     from mt.models.rnn import RNNSeq2Seq
     from mt.models.transformer import TransformerSeq2Seq
-    from mt.tools.translate import Translator
+    from mt.tools.translator import Translator
 
 
 __getattr__, __dir__ = _compat.lazy_exports(globals(), _PUBLIC)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from sacrebleu.metrics import BLEU
 from sacrebleu.significance import PairedTest
@@ -323,19 +323,26 @@ def test_bucket_ci_contains_estimate_and_shrinks_with_more_data():
     assert w_big < 0.75 * w_small  # ~1/2 expected for 4x data
 
 
-def test_bootstrap_is_exact_and_chunking_invariant(monkeypatch):
-    _, hyp, ref = synth(1000, seed=3)
-    metric = ev._bleu()
-    stats = ev._segment_stats(metric, hyp, ref)
-    (sums,) = ev._resampled_sums([stats], 1000, 12345)
-    scores = ev._scores_of_sums(metric, sums)
-    # Exact reference: gather the same resamples explicitly.
-    idx = np.random.default_rng(12345).choice(1000, size=(1000, 1000), replace=True)
-    assert np.array_equal(sums[:5], stats[idx[:5]].sum(axis=1))
-    monkeypatch.setattr(ev, "_MAX_INDEX_CELLS", 3000)
-    (sums_chunked,) = ev._resampled_sums([stats], 1000, 12345)
-    assert np.array_equal(sums, sums_chunked)
-    assert scores.shape == (1000,)
+def test_bucket_intervals_are_sacrebleus_own(monkeypatch):
+    """A bucket's interval is what ``sacrebleu --confidence`` prints (mean ± ci) for its lines."""
+    src, hyp, ref = synth(400, seed=3)
+    (bucket,) = length_buckets(src, hyp, ref, edges=(), n_bootstrap=1000, seed=777)
+    monkeypatch.setenv("SACREBLEU_SEED", "777")
+    metric = BLEU()
+    printed = json.loads(
+        metric.corpus_score(hyp, [ref], n_bootstrap=1000).format(
+            width=4, signature=str(metric.get_signature()), is_json=True
+        )
+    )
+    mean, half = printed["confidence_mean"], printed["confidence_var"]
+    assert bucket.bleu_ci[0] == pytest.approx(mean - half, abs=1e-4)
+    assert bucket.bleu_ci[1] == pytest.approx(mean + half, abs=1e-4)
+    # Our seed is ours: the caller's SACREBLEU_SEED is left as it was, and another seed differs.
+    assert os.environ["SACREBLEU_SEED"] == "777"
+    (other,) = length_buckets(src, hyp, ref, edges=(), n_bootstrap=1000, seed=778)
+    assert other.bleu == bucket.bleu and other.bleu_ci != bucket.bleu_ci
+    with pytest.raises(ValueError, match="seed 0"):
+        length_buckets(src, hyp, ref, edges=(), n_bootstrap=10, seed=0)
 
 
 # ------------------------------------------------------------------ paired bootstrap
@@ -354,15 +361,12 @@ def test_paired_bootstrap_matches_sacrebleu(monkeypatch):
     )()
     base, sys_ = scores["BLEU"]
     res = paired_bootstrap(hyp_a, hyp_b, ref, n_bootstrap=1000, seed=12345)
-    assert res.bleu_a == pytest.approx(base.score, abs=1e-9)
-    assert res.bleu_b == pytest.approx(sys_.score, abs=1e-9)
-    assert res.delta == pytest.approx(sys_.score - base.score, abs=1e-9)
-    assert res.p_value == pytest.approx(sys_.p_value, abs=1e-12)
-    # sacrebleu sums statistics in float32; agreement to well below the printed precision.
-    assert res.mean_b == pytest.approx(sys_.mean, abs=1e-3)
-    assert res.mean_a == pytest.approx(base.mean, abs=1e-3)
-    assert (res.ci_b[1] - res.ci_b[0]) / 2 == pytest.approx(sys_.ci, abs=1e-3)
-    assert (res.ci_a[1] - res.ci_a[0]) / 2 == pytest.approx(base.ci, abs=1e-3)
+    assert (res.bleu_a, res.bleu_b) == (base.score, sys_.score)
+    assert res.delta == pytest.approx(sys_.score - base.score, abs=1e-12)
+    assert res.p_value == sys_.p_value
+    assert (res.mean_a, res.mean_b) == (base.mean, sys_.mean)
+    assert res.ci_a == pytest.approx((base.mean - base.ci, base.mean + base.ci), abs=1e-9)
+    assert res.ci_b == pytest.approx((sys_.mean - sys_.ci, sys_.mean + sys_.ci), abs=1e-9)
     assert json.dumps(res.to_dict())
 
 

@@ -9,6 +9,7 @@ comparison then reads their run directories like ``scripts/compare.py --checkpoi
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,18 @@ from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
 from mt.data.datamodule import TranslationDataModule
 from mt.eval import compare as cmp
+from mt.eval.compare_report import format_report_md
+from mt.eval.comparison import (
+    CompareReport,
+    DecodingSpeed,
+    ModelResult,
+    StressResult,
+    TrainingLogs,
+)
 from mt.eval.evaluate_cli import main as evaluate_main
 from mt.eval.evaluate_cli import read_lines
-from mt.eval.evaluation import DEFAULT_EDGES, length_buckets
+from mt.eval.evaluation import DEFAULT_EDGES, BucketScore, corpus_scores, length_buckets
+from mt.eval.progress import TrainingProgress
 from mt.eval.reporting import (
     AttentionMap,
     EvalReport,
@@ -181,6 +191,56 @@ def test_compare_paired_bootstrap_of_the_two_models(compared: dict[str, Any]) ->
     assert 0 < pair["p_value"] <= 1
 
 
+def test_compare_report_json_keeps_its_shape(compared: dict[str, Any]) -> None:
+    """report.json is read by other tools: its keys stay these, in this order."""
+    report = compared["report"]
+    assert list(report) == ["src", "ref", "n_sentences", "beam_size", "length_penalty",
+                            "max_tokens", "bucket_edges", "n_bootstrap", "seed", "stress_k",
+                            "signatures", "models", "paired_bootstrap", "plots"]  # fmt: skip
+    model = report["models"][0]
+    assert list(model) == ["name", "checkpoint", "run_dir", "architecture", "num_parameters",
+                           "hypotheses", "scores", "bleu_ci", "chrf_ci", "buckets", "stress",
+                           "attention_health", "decoding", "training"]  # fmt: skip
+    assert list(model["buckets"][0]) == ["label", "lo", "hi", "n", "bleu", "chrf", "bleu_ci",
+                                         "chrf_ci"]  # fmt: skip
+    assert list(model["stress"][0]) == ["k", "lines", "mean_src_words", "bleu", "chrf"]
+    assert list(model["decoding"]) == ["seconds", "sentences", "tgt_tokens", "sentences_per_sec",
+                                       "tgt_tokens_per_sec", "beam_size", "max_tokens", "device"]  # fmt: skip
+    assert list(model["training"]) == ["files", "curve", "throughput", "throughput_n", "test_bleu"]
+    assert list(model["training"]["curve"][0]) == ["step", "val_bleu", "wall_s", "tgt_tokens_seen"]
+    assert list(model["attention_health"]) == ["entropy", "same_argmax", "sentences", "steps"]
+    assert list(report["paired_bootstrap"][0]) == ["baseline", "system", "bleu_a", "bleu_b",
+                                                   "delta", "p_value", "ci_a", "ci_b", "mean_a",
+                                                   "mean_b", "n_bootstrap", "seed"]  # fmt: skip
+    assert model["decoding"]["beam_size"] == 2 and model["decoding"]["device"] == "cpu"
+
+
+def test_report_md_of_typed_results_with_an_empty_bucket_and_no_logs() -> None:
+    """NaN (an empty bucket, no interval) reads n/a and gets no interval; JSON gets null."""
+    scores = corpus_scores(["a b c d"], ["a b c e"])
+    nan2 = (math.nan, math.nan)
+    buckets = [BucketScore("1-4", 1, 4, 1, scores.bleu, scores.chrf, (10.0, 20.0), (30.0, 40.0)),
+               BucketScore("5+", 5, None, 0, math.nan, math.nan, nan2, nan2)]  # fmt: skip
+    model = ModelResult(
+        name="m", checkpoint="m.ckpt", run_dir=None, architecture="TransformerSeq2Seq",
+        num_parameters=1_500_000, hypotheses="m.hyp", scores=scores, bleu_ci=nan2,
+        chrf_ci=(1.0, 2.0), buckets=buckets, stress=[StressResult(1, 1, 4.0, scores.bleu, 9.0)],
+        attention_health=None, decoding=DecodingSpeed(1.0, 1, 4, 1.0, 4.0, 2, 64, "cpu"),
+        training=TrainingLogs(),
+    )  # fmt: skip
+    report = CompareReport("s", "r", 1, 2, 1.0, 64, [4], 10, 1, [1], [model], [])
+    md = format_report_md(report)
+    assert f"| 1-4 | 1 | {scores.bleu:.1f} [10.0, 20.0] |" in md and "| 5+ | 0 | n/a | n/a |" in md
+    assert f"| {scores.bleu:.1f} | {scores.chrf:.1f} [1.0, 2.0] |" in md  # no BLEU interval
+    assert "| m | TransformerSeq2Seq | 1.50M |" in md
+    assert "| m | 0 | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a |" in md  # no logs
+    assert "(one model: nothing to compare)" in md
+    as_json = report.to_dict()
+    assert as_json["models"][0]["bleu_ci"] == [None, None]
+    assert as_json["models"][0]["buckets"][1]["bleu"] is None
+    assert json.dumps(as_json, allow_nan=False)
+
+
 def test_compare_reads_the_runs_training_logs(compared: dict[str, Any]) -> None:
     """Two validations with the wall-clock and target tokens that EvalReport logged, throughput
     from ThroughputMonitor, from the runs' CSVLogger files."""
@@ -238,14 +298,17 @@ def test_training_logs_merge_rows_and_files(tmp_path: Path) -> None:
     (tmp_path / "csv/version_1").mkdir(parents=True)
     (tmp_path / "csv/version_1/metrics.csv").write_text("step,test/bleu\n19,7.5\n")
     logs = cmp.read_training_logs(tmp_path)
-    assert len(logs["files"]) == 2 and logs["test_bleu"] == 7.5
-    assert logs["curve"] == [
+    assert len(logs.files) == 2 and logs.test_bleu == 7.5
+    assert logs.to_dict()["curve"] == [
         {"step": 9, "val_bleu": 1.5, "wall_s": 30.0, "tgt_tokens_seen": None},
         {"step": 19, "val_bleu": 3.5, "wall_s": 60.0, "tgt_tokens_seen": None},
     ]
-    assert logs["throughput"]["train/tgt_tokens_per_sec"] == pytest.approx(2000.0)
-    assert logs["throughput"]["train/mfu"] == pytest.approx(0.30)
-    assert cmp.read_training_logs(tmp_path / "nothing")["curve"] == []
+    assert logs.best_val_bleu() == 3.5
+    assert logs.throughput["train/tgt_tokens_per_sec"] == pytest.approx(2000.0)
+    assert logs.throughput["train/mfu"] == pytest.approx(0.30)
+    assert logs.throughput_n["train/mfu"] == 2 and logs.throughput_n["train/peak_mem_gb"] == 0
+    nothing = cmp.read_training_logs(tmp_path / "nothing")
+    assert nothing.curve == [] and nothing.best_val_bleu() is None
 
 
 def test_compare_and_evaluate_input_errors(
@@ -285,7 +348,7 @@ def test_attention_health_tells_collapsed_from_moving_attention(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Entropy relative to uniform and the share of repeated argmaxes, from hand-made maps."""
-    import mt.eval.reporting
+    import mt.eval.attention
 
     collapsed = np.zeros((4, 5))
     collapsed[:, 0] = 1.0  # every output token on source position 0
@@ -298,7 +361,7 @@ def test_attention_health_tells_collapsed_from_moving_attention(
         w = maps[line]
         return AttentionMap(["x"] * w.shape[1], ["y"] * w.shape[0], w, "test")
 
-    monkeypatch.setattr(mt.eval.reporting, "attention_map", fake_map)
+    monkeypatch.setattr(mt.eval.attention, "attention_map", fake_map)
     health = attention_health(None, None, ["a", "d"])  # type: ignore[arg-type]
     assert (health.entropy, health.same_argmax, health.sentences, health.steps) == (0.0, 1.0, 1, 4)
     health = attention_health(None, None, ["b"])  # type: ignore[arg-type]
@@ -311,7 +374,7 @@ def test_attention_health_tells_collapsed_from_moving_attention(
 
 
 def test_transformer_attention_hook_matches_sdpa() -> None:
-    from mt.eval.reporting import _transformer_weights
+    from mt.eval.attention import _transformer_weights
     from mt.models.transformer import CrossAttention, merge_heads, split_heads
 
     torch.manual_seed(0)
@@ -358,8 +421,8 @@ def test_eval_report_logged_offline_to_wandb_and_csv(
 
     (csv_file,) = (runs["lstm"] / "csv").rglob("metrics.csv")
     logs = cmp.read_training_logs(runs["lstm"])
-    assert len(logs["curve"]) == 2
-    assert all(c["tgt_tokens_seen"] > 0 and c["wall_s"] > 0 for c in logs["curve"])
+    assert len(logs.curve) == 2
+    assert all(c.tgt_tokens_seen > 0 and c.wall_s > 0 for c in logs.curve)
     header = csv_file.read_text().splitlines()[0].split(",")
     assert {"val/bleu_len_1-4", "test/bleu_len_5-6", "test/bleu"} <= set(header)
     assert {"val/attention_entropy", "val/attention_same_argmax"} <= set(header)
@@ -409,3 +472,26 @@ def test_eval_report_without_any_logger(
         f"val/bleu_len_{b.label}": b.bleu for b in expected if b.n
     }
     assert 0 <= metrics["val/attention_entropy"] <= 1
+
+
+def test_training_progress_alone_counts_and_resumes(
+    datamodule: TranslationDataModule, tmp_path: Path
+) -> None:
+    """TrainingProgress by itself logs the two counters at each validation, carries them in its
+    state and continues them on resume; EvalReport keeps its own state key (old checkpoints)."""
+    progress = TrainingProgress()
+    trainer = L.Trainer(
+        accelerator="cpu", logger=[CSVLogger(str(tmp_path), name="run")], callbacks=[progress],
+        max_steps=4, val_check_interval=2, limit_val_batches=1, num_sanity_val_steps=0,
+        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+    )  # fmt: skip
+    trainer.fit(tiny_model("transformer"), datamodule=datamodule)
+    curve = cmp.read_training_logs(tmp_path / "run").curve
+    assert len(curve) == 2 and 0 < curve[0].tgt_tokens_seen < curve[1].tgt_tokens_seen
+    assert 0 < curve[0].wall_s < curve[1].wall_s
+    state = progress.state_dict()
+    assert state["tgt_tokens_seen"] == curve[1].tgt_tokens_seen and state["wall_s"] >= curve[1].wall_s
+    resumed = TrainingProgress()
+    resumed.load_state_dict(state)
+    assert resumed.state_dict() == state  # not started: no time runs
+    assert EvalReport().state_key == "EvalReport" and progress.state_key == "TrainingProgress"

@@ -338,6 +338,13 @@ def test_stream_reads_in_chunks(tokenizer: Tokenizer) -> None:
     got = out.getvalue().split("\n")[:-1]
     assert got == [f"The cat {i}." if i % 5 else "" for i in range(25)]
     assert (stats.lines_in, stats.lines_out, stats.empty, stats.sentences) == (25, 25, 5, 20)
+    # A stream as ``progress`` gets tqdm's bar, ending at the sentences translated; a callable
+    # gets the running count after every batch.
+    bar, counts = io.StringIO(), []
+    translator.translate_stream(iter(["A cat.", "", "The dog."]), io.StringIO(), progress=bar)
+    assert bar.getvalue().rstrip().endswith("]") and "2 sentences [" in bar.getvalue()
+    translator.translate_stream(iter(["A cat.", "", "The dog."]), io.StringIO(), progress=counts.append)
+    assert counts and counts[-1] == 2 and counts == sorted(counts)
 
 
 def test_stdin_to_stdout(

@@ -6,19 +6,24 @@ metric objects), so every number carries the exact sacreBLEU signature it was co
 agrees with the ``sacrebleu`` command line on the same files.
 
 Metrics are sacreBLEU's defaults: cased BLEU with the ``13a`` tokenizer and ``exp`` smoothing,
-and chrF2 (character order 6, no word n-grams, beta 2).
+and chrF2 (character order 6, no word n-grams, beta 2). Bootstrap intervals and the paired
+test are sacreBLEU's own (``sacrebleu.significance.PairedTest``, its public API); this module adds
+only what sacreBLEU lacks: scores and intervals per source-length bucket.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 from sacrebleu.metrics import BLEU, CHRF
 from sacrebleu.metrics.base import Metric
+from sacrebleu.significance import PairedTest, Result
 
 __all__ = [
     "BucketScore",
@@ -36,15 +41,9 @@ DEFAULT_EDGES: tuple[int, ...] = (10, 20, 30, 40, 50)
 DEFAULT_N_BOOTSTRAP = 1000
 DEFAULT_SEED = 12345
 
-# Upper bound on the number of (resample x sentence) index cells materialised at once during
-# bootstrap resampling; bounds memory at ~8 bytes x this per array. Resamples are drawn in
-# row-chunks, which yields the same index stream as one big draw (numpy Generator.choice with
-# replacement draws row-major), so results do not depend on this value.
-_MAX_INDEX_CELLS = 4_000_000
-
 
 # --------------------------------------------------------------------------------------------
-# Metric construction and the ONE place that touches sacreBLEU's private statistics API.
+# Metric construction and sacreBLEU's bootstrap (public API only)
 # --------------------------------------------------------------------------------------------
 
 
@@ -58,24 +57,70 @@ def _chrf() -> CHRF:
     return CHRF()
 
 
-def _segment_stats(metric: Metric, hyps: Sequence[str], refs: Sequence[str]) -> np.ndarray:
-    """Per-sentence sufficient statistics of ``metric``, shape ``(len(hyps), k)``, int64.
+@contextmanager
+def _sacrebleu_seed(seed: int | None) -> Iterator[None]:
+    """Set ``SACREBLEU_SEED`` for the duration of a sacreBLEU bootstrap call, then restore it.
 
-    sacreBLEU 2.x has no public API for segment statistics. Its own significance tests
-    (``sacrebleu/significance.py``: ``_bootstrap_resample``, ``_paired_bs_test``) use
-    ``Metric._extract_corpus_statistics(hyps, [refs])`` for the per-segment statistics and
-    ``Metric._compute_score_from_stats(summed)`` for a score from summed statistics; public
-    ``corpus_score`` is exactly "extract, sum, compute". Both private methods are wrapped here
-    and in :func:`_score_from_sums` only, so a future sacreBLEU change is a two-function fix;
-    the tests pin the results to the public ``corpus_score`` and to the ``sacrebleu`` CLI.
+    The environment variable is sacreBLEU's only seed setting for its resampling (``None`` means
+    an unseeded generator); it is read when the test object is built and when resamples are
+    drawn, both inside this block. Not thread-safe, as sacreBLEU's own seeding is not.
     """
-    stats = metric._extract_corpus_statistics(list(hyps), [list(refs)])
-    return np.asarray(stats, dtype=np.int64).reshape(len(hyps), -1)
+    old = os.environ.get("SACREBLEU_SEED")
+    os.environ["SACREBLEU_SEED"] = "None" if seed is None else str(int(seed))
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["SACREBLEU_SEED"]
+        else:
+            os.environ["SACREBLEU_SEED"] = old
 
 
-def _score_from_sums(metric: Metric, sums: np.ndarray | Sequence[int]) -> float:
-    """Corpus score of ``metric`` from column sums of segment statistics (see above)."""
-    return float(metric._compute_score_from_stats([int(x) for x in sums]).score)
+def _check_seed(seed: int | None) -> None:
+    """Reject seed 0: sacreBLEU's ``PairedTest`` seeds the baseline's resamples with 0 but
+    treats 0 as "no seed" for the other system's, which would make results irreproducible."""
+    if seed is not None and int(seed) == 0:
+        raise ValueError("seed 0 is not reproducible with sacreBLEU's bootstrap; use another seed")
+
+
+def _bootstrap(
+    systems: Sequence[tuple[str, Sequence[str]]],
+    refs: Sequence[str],
+    metrics: dict[str, Metric],
+    n_bootstrap: int,
+    seed: int | None,
+) -> dict[str, list[Result]]:
+    """sacreBLEU's paired bootstrap (``PairedTest``, ``test_type="bs"``) of ``systems``.
+
+    The first system is the baseline. Returns ``{metric name: [Result per system]}``, names as
+    sacreBLEU gives them (``"BLEU"``, ``"chrF2"``). Each ``Result`` has the corpus ``score``, the
+    bootstrap ``mean`` and the half-width ``ci`` of sacreBLEU's 95% interval (the 2.5th and
+    97.5th percentiles of the resampled scores, ``B // 40`` from each end), and for every system
+    after the first the paired-bootstrap ``p_value`` against the baseline. With a seed, every
+    system and metric is scored on the same resamples (``default_rng(seed).choice(n, (B, n))``,
+    as ``sacrebleu --paired-bs`` draws them). A single system gets its intervals only.
+
+    Cost: sacreBLEU gathers the resampled per-sentence statistics at once in float32, about
+    ``4 * n_bootstrap * len(refs) * k`` bytes per metric (k = 10 statistics for BLEU, 18 for
+    chrF2): 72 MB for chrF on 1,000 sentences with 1,000 resamples.
+    """
+    _check_seed(seed)
+    named = [(name, list(hyps)) for name, hyps in systems]
+    with _sacrebleu_seed(seed):
+        test = PairedTest(named, metrics, [list(refs)], test_type="bs", n_samples=n_bootstrap)
+        _, results = test()
+    # Every column but "System" (the names) holds one Result per system.
+    return {
+        name: [r for r in column if isinstance(r, Result)]
+        for name, column in results.items()
+        if name != "System"
+    }
+
+
+def _interval(result: Result) -> tuple[float, float]:
+    """sacreBLEU's 95% interval of a bootstrap ``Result`` as ``(mean - ci, mean + ci)``."""
+    assert result.mean is not None and result.ci is not None
+    return (float(result.mean - result.ci), float(result.mean + result.ci))
 
 
 # --------------------------------------------------------------------------------------------
@@ -171,59 +216,6 @@ def format_scores(scores: Scores, width: int = 1) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Bootstrap machinery
-# --------------------------------------------------------------------------------------------
-
-
-def _resampled_sums(
-    stats: Sequence[np.ndarray], n_bootstrap: int, seed: int | None
-) -> list[np.ndarray]:
-    """Column sums of each statistics array over the same bootstrap resamples of sentences.
-
-    Indices are drawn as sacreBLEU does (``default_rng(seed).choice(n, (B, n), replace=True)``),
-    so with the same seed the resamples are sacreBLEU's. Instead of gathering ``stats[idx]``
-    (a ``B x n x k`` array) each resample is turned into per-sentence multiplicities with one
-    ``bincount`` and summed with a matrix product; integer sums are exact in float64.
-
-    Returns:
-        One int64 array of shape ``(n_bootstrap, k_i)`` per input array.
-    """
-    n = stats[0].shape[0]
-    rng = np.random.default_rng(seed)
-    floats = [s.astype(np.float64) for s in stats]
-    out = [np.empty((n_bootstrap, s.shape[1]), dtype=np.int64) for s in stats]
-    rows = max(1, _MAX_INDEX_CELLS // max(n, 1))
-    done = 0
-    while done < n_bootstrap:
-        b = min(rows, n_bootstrap - done)
-        idx = rng.choice(n, size=(b, n), replace=True)
-        flat = (idx + (np.arange(b, dtype=np.int64) * n)[:, None]).ravel()
-        counts = np.bincount(flat, minlength=b * n).reshape(b, n).astype(np.float64)
-        for dst, src in zip(out, floats, strict=True):
-            dst[done : done + b] = np.rint(counts @ src).astype(np.int64)
-        done += b
-    return out
-
-
-def _scores_of_sums(metric: Metric, sums: np.ndarray) -> np.ndarray:
-    """Score of every row of resampled statistic sums."""
-    return np.array([_score_from_sums(metric, row) for row in sums], dtype=np.float64)
-
-
-def _percentile_ci(samples: np.ndarray) -> tuple[float, float]:
-    """95% interval of bootstrap samples: the empirical 2.5th and 97.5th percentiles.
-
-    Uses sacreBLEU's order statistics (``sorted[B // 40]`` and ``sorted[B - 1 - B // 40]``),
-    so ``(hi - lo) / 2`` equals the ``± ci`` sacreBLEU reports for the same resamples.
-    """
-    if samples.size == 0:
-        return (math.nan, math.nan)
-    s = np.sort(samples)
-    k = s.size // 40
-    return (float(s[k]), float(s[s.size - 1 - k]))
-
-
-# --------------------------------------------------------------------------------------------
 # Source-length buckets
 # --------------------------------------------------------------------------------------------
 
@@ -249,7 +241,8 @@ class BucketScore:
         n: number of sentences (0 for an empty bucket, whose scores are NaN).
         bleu: corpus BLEU of the bucket's sentences.
         chrf: corpus chrF of the bucket's sentences.
-        bleu_ci: 95% bootstrap interval of BLEU (NaN pair if empty or no resampling).
+        bleu_ci: sacreBLEU's 95% bootstrap interval of BLEU, ``(mean - ci, mean + ci)`` (NaN
+            pair if empty or no resampling).
         chrf_ci: 95% bootstrap interval of chrF, from the same resamples as ``bleu_ci``.
     """
 
@@ -289,7 +282,7 @@ def length_buckets(
     n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
     seed: int | None = DEFAULT_SEED,
 ) -> list[BucketScore]:
-    """BLEU and chrF per source-length bucket, with bootstrap 95% intervals.
+    """BLEU and chrF per source-length bucket, with sacreBLEU's bootstrap 95% intervals.
 
     Source length is ``len(src.split())``. With the default ``edges`` the buckets are 1-10,
     11-20, 21-30, 31-40, 41-50 and 51+ words (an edge is a bucket's inclusive upper bound);
@@ -297,14 +290,15 @@ def length_buckets(
     in order; an empty one has ``n=0`` and NaN scores.
 
     Each bucket's point scores equal :func:`corpus_scores` on that bucket's sentences. The
-    intervals come from ``n_bootstrap`` resamples (with replacement) of the bucket's sentences,
-    using a fresh ``numpy.random.default_rng(seed)`` per bucket; BLEU and chrF are scored on
-    the same resamples from per-sentence sufficient statistics computed once, so resampling
-    costs one matrix product plus one cheap score evaluation per resample. ``n_bootstrap=0``
-    skips resampling (NaN intervals).
+    intervals are sacreBLEU's own (:func:`_bootstrap`: ``n_bootstrap`` resamples of the bucket's
+    sentences drawn from ``seed``, BLEU and chrF on the same resamples), reported as
+    ``(mean - ci, mean + ci)`` around the bootstrap mean, which is how ``sacrebleu
+    --confidence`` prints them (``μ = mean ± ci``). What sacreBLEU lacks, and this function
+    adds, is only the split into length buckets. ``n_bootstrap=0`` skips resampling (NaN
+    intervals).
 
     Raises:
-        ValueError: on length mismatch between the three inputs or bad ``edges``.
+        ValueError: on length mismatch between the three inputs, bad ``edges`` or seed 0.
     """
     if not len(src_lines) == len(hyps) == len(refs):
         raise ValueError(
@@ -328,16 +322,16 @@ def length_buckets(
             continue
         b_hyps = [hyps[i] for i in members]
         b_refs = [refs[i] for i in members]
-        bleu_m, chrf_m = _bleu(), _chrf()
-        bleu_stats = _segment_stats(bleu_m, b_hyps, b_refs)
-        chrf_stats = _segment_stats(chrf_m, b_hyps, b_refs)
-        bleu = _score_from_sums(bleu_m, bleu_stats.sum(axis=0))
-        chrf = _score_from_sums(chrf_m, chrf_stats.sum(axis=0))
-        bleu_ci, chrf_ci = nan_pair, nan_pair
-        if n_bootstrap > 0:
-            bleu_sums, chrf_sums = _resampled_sums([bleu_stats, chrf_stats], n_bootstrap, seed)
-            bleu_ci = _percentile_ci(_scores_of_sums(bleu_m, bleu_sums))
-            chrf_ci = _percentile_ci(_scores_of_sums(chrf_m, chrf_sums))
+        if n_bootstrap == 0:
+            scores = corpus_scores(b_hyps, b_refs)
+            bleu, chrf, bleu_ci, chrf_ci = scores.bleu, scores.chrf, nan_pair, nan_pair
+        else:
+            metrics = {"BLEU": _bleu(), "chrF": _chrf()}
+            (bleu_r,), (chrf_r,) = _bootstrap(
+                [("", b_hyps)], b_refs, metrics, n_bootstrap, seed
+            ).values()
+            bleu, chrf = float(bleu_r.score), float(chrf_r.score)
+            bleu_ci, chrf_ci = _interval(bleu_r), _interval(chrf_r)
         out.append(BucketScore(label, lo, hi, int(members.size), bleu, chrf, bleu_ci, chrf_ci))
     return out
 
@@ -371,8 +365,8 @@ class PairedResult:
         bleu_b: corpus BLEU of B.
         delta: ``bleu_b - bleu_a``.
         p_value: sacreBLEU's paired-bootstrap p-value for the observed difference.
-        ci_a: 95% bootstrap interval of A's BLEU.
-        ci_b: 95% bootstrap interval of B's BLEU.
+        ci_a: sacreBLEU's 95% bootstrap interval of A's BLEU, ``(mean_a - ci, mean_a + ci)``.
+        ci_b: the same for B.
         mean_a: mean of A's resampled BLEU scores.
         mean_b: mean of B's resampled BLEU scores.
         n_bootstrap: number of resamples.
@@ -402,22 +396,20 @@ def paired_bootstrap(
     n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
     seed: int | None = DEFAULT_SEED,
 ) -> PairedResult:
-    """Paired bootstrap resampling test of BLEU (Koehn, 2004), with sacreBLEU's semantics.
+    """sacreBLEU's paired bootstrap resampling test of BLEU (Koehn, 2004), B against A.
 
-    Both systems are scored on the *same* ``n_bootstrap`` resamples of sentence indices, drawn
-    exactly as ``sacrebleu --paired-bs`` draws them (so with ``SACREBLEU_SEED`` equal to
-    ``seed`` the resamples are identical). As in ``sacrebleu/significance.py``
-    (``_paired_bs_test``, after Moses' ``bootstrap-hypothesis-difference-significance.pl``),
-    the test statistic is the absolute score difference: with ``d_i = |B_i - A_i|`` over
-    resamples and ``d = |B - A|`` on the full set, the resampled differences are centred
-    (``d_i - mean(d_i)``, the null hypothesis of no difference) and
-    ``p = (#{d_i - mean(d) > d} + 1) / (n_bootstrap + 1)``. A small p means the observed
-    difference is unlikely under the null, whichever system is better. (A quirk inherited
-    from sacreBLEU: for two identical systems every ``d_i`` is 0, so p is ``1/(B+1)``; the
-    test is only meaningful for systems that differ.)
+    This is ``sacrebleu.significance.PairedTest`` with ``test_type="bs"``, i.e. ``sacrebleu
+    REF -i A B --paired-bs`` with ``SACREBLEU_SEED=seed``: both systems are scored on the same
+    ``n_bootstrap`` resamples of sentence indices; the statistic is the absolute BLEU difference,
+    the resampled differences are centred (the null hypothesis of no difference) and
+    ``p = (#{|B_i - A_i| - mean > |B - A|} + 1) / (n_bootstrap + 1)``. A small p means the
+    observed difference is unlikely under the null, whichever system is better. (A quirk of
+    sacreBLEU's test: for two identical systems p is ``1/(B+1)``; the test is only meaningful
+    for systems that differ.) The intervals are sacreBLEU's ``mean ± ci`` of each system's
+    resampled BLEU, given as ``(mean - ci, mean + ci)``.
 
     Raises:
-        ValueError: on length mismatch, empty input or ``n_bootstrap < 1``.
+        ValueError: on length mismatch, empty input, ``n_bootstrap < 1`` or seed 0.
     """
     _check_parallel(hyps_a, refs)
     if len(hyps_b) != len(refs):
@@ -428,30 +420,18 @@ def paired_bootstrap(
     if n_bootstrap < 1:
         raise ValueError(f"n_bootstrap must be >= 1, got {n_bootstrap}")
 
-    metric = _bleu()
-    stats_a = _segment_stats(metric, hyps_a, refs)
-    stats_b = _segment_stats(metric, hyps_b, refs)
-    bleu_a = _score_from_sums(metric, stats_a.sum(axis=0))
-    bleu_b = _score_from_sums(metric, stats_b.sum(axis=0))
-
-    sums_a, sums_b = _resampled_sums([stats_a, stats_b], n_bootstrap, seed)
-    res_a = _scores_of_sums(metric, sums_a)
-    res_b = _scores_of_sums(metric, sums_b)
-
-    observed = abs(bleu_b - bleu_a)
-    sample_diffs = np.abs(res_b - res_a)
-    centred = sample_diffs - sample_diffs.mean()
-    p_value = (int(np.sum(centred > observed)) + 1) / (n_bootstrap + 1)
-
+    results = _bootstrap([("A", hyps_a), ("B", hyps_b)], refs, {"BLEU": _bleu()}, n_bootstrap, seed)
+    a, b = results["BLEU"]
+    assert b.p_value is not None and a.mean is not None and b.mean is not None
     return PairedResult(
-        bleu_a=bleu_a,
-        bleu_b=bleu_b,
-        delta=bleu_b - bleu_a,
-        p_value=float(p_value),
-        ci_a=_percentile_ci(res_a),
-        ci_b=_percentile_ci(res_b),
-        mean_a=float(res_a.mean()),
-        mean_b=float(res_b.mean()),
+        bleu_a=float(a.score),
+        bleu_b=float(b.score),
+        delta=float(b.score - a.score),
+        p_value=float(b.p_value),
+        ci_a=_interval(a),
+        ci_b=_interval(b),
+        mean_a=float(a.mean),
+        mean_b=float(b.mean),
         n_bootstrap=n_bootstrap,
         seed=seed,
     )
