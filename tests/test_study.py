@@ -173,6 +173,19 @@ def test_probe_cache_is_reused_and_recomputed_on_new_settings(tmp_path: Path) ->
     assert spread(10, 4) == [0, 2, 5, 7] and spread(3, 8) == [0, 1, 2]
 
 
+def test_probe_cache_key_changes_with_a_retrained_checkpoint(tmp_path: Path) -> None:
+    """A run deleted and trained again writes a checkpoint of the same name: its probes must not
+    come from the cache of the old one."""
+    from mt.study.scoring import checkpoint_id
+
+    ckpt = tmp_path / "best.ckpt"
+    ckpt.write_bytes(b"weights of run one")
+    first = checkpoint_id(ckpt)
+    assert checkpoint_id(ckpt) == first and first.startswith("best.ckpt:")
+    ckpt.write_bytes(b"weights of run two")  # same name and size, other content
+    assert checkpoint_id(ckpt) != first
+
+
 def test_iwslt17_out_of_domain_set_comes_through_the_corpora_code(tmp_path: Path) -> None:
     from mt.data.corpora import mirror_from_env
     from mt.study.report import out_of_domain_set

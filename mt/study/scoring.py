@@ -17,6 +17,7 @@ settings: computed again; the same: read back)::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -34,6 +35,16 @@ def checkpoint_of(run_dir: Path) -> Path | None:
         if (run_dir / "checkpoints" / name).is_file():
             return run_dir / "checkpoints" / name
     return None
+
+
+def checkpoint_id(ckpt: Path) -> str:
+    """The checkpoint's name, size and content digest: what a cached probe was computed from. The
+    name alone would keep a probe of a deleted and retrained run."""
+    digest = hashlib.sha256()
+    with open(ckpt, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return f"{ckpt.name}:{ckpt.stat().st_size}:{digest.hexdigest()[:16]}"
 
 
 def marker_accuracy(src: list[str], hyps: list[str], edges: list[int]) -> list[dict[str, Any]]:
@@ -128,7 +139,7 @@ def gradient_flow_run(run_dir: Path, data_dir: Path, data: DataSet, settings: di
     if ckpt is None:
         return None
     name = data.options["test_split"]
-    key = {**settings, "split": name, "checkpoint": ckpt.name}
+    key = {**settings, "split": name, "checkpoint": checkpoint_id(ckpt)}
 
     def compute() -> dict[str, Any]:
         from mt.eval.gradients import (
@@ -161,7 +172,7 @@ def stress_run(run_dir: Path, data_dir: Path, data: DataSet, settings: dict[str,
     if ckpt is None:
         return None
     name = data.options["test_split"]
-    key = {**settings, "split": name, "checkpoint": ckpt.name, "beam_size": options["beam_size"]}
+    key = {**settings, "split": name, "checkpoint": checkpoint_id(ckpt), "beam_size": options["beam_size"]}
 
     def compute() -> dict[str, Any]:
         from mt.eval.evaluation import stress_set
@@ -190,7 +201,7 @@ def ood_run(run_dir: Path, src_file: Path, ref_file: Path, label: str, settings:
     ckpt = checkpoint_of(run_dir)
     if ckpt is None:
         return None
-    key = {**settings, "set": label, "checkpoint": ckpt.name, "beam_size": options["beam_size"]}
+    key = {**settings, "set": label, "checkpoint": checkpoint_id(ckpt), "beam_size": options["beam_size"]}
 
     def compute() -> dict[str, Any]:
         from mt.models.module import load_checkpoint
