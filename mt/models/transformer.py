@@ -12,6 +12,9 @@ Shape legend:
     L   number of decoder layers
 
 Read top to bottom: positions and masks -> attention -> layers -> decoding state -> the model.
+One module of ~770 lines on purpose: the KV cache, the beam grouping of the cross-attention memory
+and the layers that read them are one mechanism, and splitting them would spread one invariant
+(which rows share which memory) over several files.
 
 Masks. ``F.scaled_dot_product_attention`` (SDPA) takes a boolean ``attn_mask`` that is True where
 attention is *allowed*, the opposite of ``src_pad_mask`` (True at padding). The source key mask is
