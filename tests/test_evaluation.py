@@ -341,8 +341,22 @@ def test_bucket_intervals_are_sacrebleus_own(monkeypatch):
     assert os.environ["SACREBLEU_SEED"] == "777"
     (other,) = length_buckets(src, hyp, ref, edges=(), n_bootstrap=1000, seed=778)
     assert other.bleu == bucket.bleu and other.bleu_ci != bucket.bleu_ci
+    # Seed 0 is reproducible for one system (intervals); only the paired test refuses it.
+    zero = [length_buckets(src, hyp, ref, edges=(), n_bootstrap=50, seed=0)[0] for _ in range(2)]
+    assert zero[0].bleu_ci == zero[1].bleu_ci
     with pytest.raises(ValueError, match="seed 0"):
-        length_buckets(src, hyp, ref, edges=(), n_bootstrap=10, seed=0)
+        paired_bootstrap(hyp, hyp[::-1], ref, n_bootstrap=10, seed=0)
+
+
+def test_a_one_sentence_bucket_has_its_score_as_interval():
+    """No spread: the interval is the point score (sacreBLEU's float32 mean is not), so a report's
+    error bars never go negative."""
+    src = ["ein kurzer satz", "ein viel laengerer satz mit sehr vielen woertern darin und mehr"]
+    hyp = ["a short sentence", "a much longer sentence with very many words in it and more"]
+    ref = ["a short sentence .", "a much longer sentence with many words in it and more"]
+    short, long_ = length_buckets(src, hyp, ref, edges=(5,), n_bootstrap=100, seed=3)
+    for bucket in (short, long_):
+        assert bucket.n == 1 and bucket.bleu_ci == (bucket.bleu, bucket.bleu)
 
 
 # ------------------------------------------------------------------ paired bootstrap

@@ -229,6 +229,24 @@ def test_hparams_and_rebuild() -> None:
     assert rebuilt.num_parameters() == model.num_parameters()
 
 
+def test_resuming_a_checkpoint_from_before_scale_attention() -> None:
+    """A checkpoint written before ``scale_attention`` existed was trained unscaled: resuming it
+    into today's default (scaled) is refused for a multiplicative score, and allowed for the
+    additive one, which the option does not change."""
+    from mt.models.module import CheckpointError
+
+    for attention, refused in [("luong_general", True), ("bahdanau", False)]:
+        model = make_model(attention, False)
+        assert model.hparams["scale_attention"] is True
+        hparams = {k: v for k, v in model.hparams.items() if k != "scale_attention"}
+        checkpoint = {"hyper_parameters": hparams, "state_dict": model.state_dict()}
+        if refused:
+            with pytest.raises(CheckpointError, match="scale_attention"):
+                model.on_load_checkpoint(checkpoint)
+        else:
+            model.on_load_checkpoint(checkpoint)
+
+
 def test_invalid_attention_and_cell() -> None:
     with pytest.raises(ValueError, match="attention='dot'") as err:
         RNNSeq2Seq(VOCAB, attention="dot")  # type: ignore[arg-type]

@@ -182,8 +182,44 @@ def test_probe_cache_key_changes_with_a_retrained_checkpoint(tmp_path: Path) -> 
     ckpt.write_bytes(b"weights of run one")
     first = checkpoint_id(ckpt)
     assert checkpoint_id(ckpt) == first and first.startswith("best.ckpt:")
-    ckpt.write_bytes(b"weights of run two")  # same name and size, other content
+    ckpt.write_bytes(b"weights of run two")  # same name and size, written later
+    later = ckpt.stat().st_mtime_ns + 10**9
+    os.utime(ckpt, ns=(later, later))
     assert checkpoint_id(ckpt) != first
+
+
+def test_test_scores_are_recomputed_for_a_retrained_checkpoint(tmp_path: Path, monkeypatch) -> None:
+    """eval-test.json is reused while its checkpoint is the same, and recomputed once the run's
+    checkpoint is replaced (a run deleted and trained again in the same folder)."""
+    from mt.models import module
+    from mt.study import scoring
+    from mt.study.spec import DataSet
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "test.de").write_text("ein hund rennt im park\nzwei katzen schlafen\n", "utf-8")
+    (data_dir / "test.en").write_text("a dog runs in the park\ntwo cats sleep on a bed\n", "utf-8")
+    data = DataSet("d", data_dir, None, {"test_split": "test", "src_lang": "de", "tgt_lang": "en"})
+    options = {"beam_size": 1, "max_tokens": 64, "bucket_edges": [1], "n_bootstrap": 0}
+    ckpt = tmp_path / "run" / "checkpoints" / "best.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"first")
+    outputs = iter([["a dog runs in the park", "two cats sleep on a bed"], ["a cat", "dogs"]])
+
+    class Model:
+        def num_parameters(self) -> int:
+            return 7
+
+    monkeypatch.setattr(module, "load_checkpoint", lambda *a, **k: Model())
+    monkeypatch.setattr(scoring, "_translate", lambda *a: next(outputs))
+    first = scoring.score_run(tmp_path / "run", data_dir, data, "test", options)
+    assert first is not None and first["bleu"] == pytest.approx(100.0)
+    assert scoring.score_run(tmp_path / "run", data_dir, data, "test", options) == first  # cached
+    ckpt.write_bytes(b"again")
+    later = ckpt.stat().st_mtime_ns + 10**9
+    os.utime(ckpt, ns=(later, later))
+    second = scoring.score_run(tmp_path / "run", data_dir, data, "test", options)
+    assert second is not None and second["bleu"] < 50.0
 
 
 def test_iwslt17_out_of_domain_set_comes_through_the_corpora_code(tmp_path: Path) -> None:

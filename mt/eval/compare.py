@@ -66,6 +66,7 @@ from mt.eval.evaluation import (
     DEFAULT_EDGES,
     DEFAULT_N_BOOTSTRAP,
     DEFAULT_SEED,
+    check_paired_seed,
     corpus_scores,
     length_buckets,
     paired_bootstrap,
@@ -279,6 +280,8 @@ def compare(
         raise InputError(f"no lines to translate in {src_path}")
     try:
         length_buckets([], [], [], bucket_edges, n_bootstrap=0)
+        if len(checkpoints) > 1:  # the paired test between models
+            check_paired_seed(seed)
         torch_device = resolve_device(device)
     except (ValueError, TranslateError) as err:
         raise InputError(str(err)) from None

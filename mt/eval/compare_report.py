@@ -260,8 +260,9 @@ def _plot_buckets(report: CompareReport, path: Path) -> None:
     for j, m in enumerate(models):
         xs = [i - 0.4 + width * (j + 0.5) for i in range(len(labels))]
         ys = [b.bleu for b in m.buckets]
-        lo = [0.0 if _missing(b.bleu_ci[0]) else b.bleu - b.bleu_ci[0] for b in m.buckets]
-        hi = [0.0 if _missing(b.bleu_ci[1]) else b.bleu_ci[1] - b.bleu for b in m.buckets]
+        # Clamped at 0: a bootstrap interval (mean +- ci) need not contain the point score.
+        lo = [0.0 if _missing(b.bleu_ci[0]) else max(0.0, b.bleu - b.bleu_ci[0]) for b in m.buckets]
+        hi = [0.0 if _missing(b.bleu_ci[1]) else max(0.0, b.bleu_ci[1] - b.bleu) for b in m.buckets]
         ax.bar(xs, ys, width, yerr=[lo, hi], capsize=3, label=m.name)
     ax.set_xticks(range(len(labels)), labels)
     ax.set_xlabel("source length in words (sentences per bucket)")

@@ -76,9 +76,10 @@ def _sacrebleu_seed(seed: int | None) -> Iterator[None]:
             os.environ["SACREBLEU_SEED"] = old
 
 
-def _check_seed(seed: int | None) -> None:
-    """Reject seed 0: sacreBLEU's ``PairedTest`` seeds the baseline's resamples with 0 but
-    treats 0 as "no seed" for the other system's, which would make results irreproducible."""
+def check_paired_seed(seed: int | None) -> None:
+    """Reject seed 0 for a paired test: sacreBLEU's ``PairedTest`` seeds the baseline's resamples
+    with 0 but treats 0 as "no seed" for the other systems', which would make results
+    irreproducible. A single system (intervals only) is seeded with 0 as given."""
     if seed is not None and int(seed) == 0:
         raise ValueError("seed 0 is not reproducible with sacreBLEU's bootstrap; use another seed")
 
@@ -104,7 +105,8 @@ def _bootstrap(
     ``4 * n_bootstrap * len(refs) * k`` bytes per metric (k = 10 statistics for BLEU, 18 for
     chrF2): 72 MB for chrF on 1,000 sentences with 1,000 resamples.
     """
-    _check_seed(seed)
+    if len(systems) > 1:
+        check_paired_seed(seed)
     named = [(name, list(hyps)) for name, hyps in systems]
     with _sacrebleu_seed(seed):
         test = PairedTest(named, metrics, [list(refs)], test_type="bs", n_samples=n_bootstrap)
@@ -118,8 +120,15 @@ def _bootstrap(
 
 
 def _interval(result: Result) -> tuple[float, float]:
-    """sacreBLEU's 95% interval of a bootstrap ``Result`` as ``(mean - ci, mean + ci)``."""
+    """sacreBLEU's 95% interval of a bootstrap ``Result`` as ``(mean - ci, mean + ci)``; with no
+    spread (one sentence, or resamples that all score the same) the point score itself.
+
+    sacreBLEU's resampled scores come from float32 statistics, so without spread their mean can
+    differ from the float64 point score in the 7th digit and ``(mean, mean)`` would not contain it.
+    """
     assert result.mean is not None and result.ci is not None
+    if result.ci == 0:
+        return (float(result.score), float(result.score))
     return (float(result.mean - result.ci), float(result.mean + result.ci))
 
 
@@ -243,7 +252,7 @@ class BucketScore:
         chrf: corpus chrF of the bucket's sentences.
         bleu_ci: sacreBLEU's 95% bootstrap interval of BLEU, ``(mean - ci, mean + ci)`` (NaN
             pair if empty or no resampling).
-        chrf_ci: 95% bootstrap interval of chrF, from the same resamples as ``bleu_ci``.
+        chrf_ci: 95% bootstrap interval of chrF, from the same resamples as ``bleu_ci`` when seeded.
     """
 
     label: str

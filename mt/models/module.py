@@ -342,6 +342,11 @@ class Seq2SeqModule(L.LightningModule):
             checkpoint["mt_tokenizer"] = self.tokenizer.model_proto
         checkpoint["mt_class"] = f"{type(self).__module__}.{type(self).__qualname__}"
 
+    def option_applies(self, name: str) -> bool:
+        """Whether the option ``name`` changes what this model computes (an option that does not,
+        such as a score scale of an attention without that score, needs no match on resume)."""
+        return True
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # A checkpoint from before an option existed was trained with its old behaviour; a model
         # built from a newer config (``mt fit --ckpt_path``) must not silently change it.
@@ -349,7 +354,9 @@ class Seq2SeqModule(L.LightningModule):
         changed = {
             name: old
             for name, old in self.checkpoint_defaults.items()
-            if name not in saved_hparams and self.hparams.get(name, old) != old
+            if name not in saved_hparams
+            and self.hparams.get(name, old) != old
+            and self.option_applies(name)
         }
         if changed:  # one message naming every such option, so that one rerun suffices
             raise CheckpointError(

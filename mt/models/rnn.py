@@ -483,6 +483,10 @@ class RNNSeq2Seq(Seq2SeqModule):
             )
         super().on_load_checkpoint(checkpoint)
 
+    def option_applies(self, name: str) -> bool:
+        # Additive attention has no multiplicative score to scale.
+        return not (name == "scale_attention" and self.attention.kind == "bahdanau")
+
     def num_parameters(self) -> int:
         """Number of trainable parameters, shared (tied) matrices counted once."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad)

@@ -17,7 +17,6 @@ settings: computed again; the same: read back)::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -38,13 +37,11 @@ def checkpoint_of(run_dir: Path) -> Path | None:
 
 
 def checkpoint_id(ckpt: Path) -> str:
-    """The checkpoint's name, size and content digest: what a cached probe was computed from. The
-    name alone would keep a probe of a deleted and retrained run."""
-    digest = hashlib.sha256()
-    with open(ckpt, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return f"{ckpt.name}:{ckpt.stat().st_size}:{digest.hexdigest()[:16]}"
+    """The checkpoint's name, size and modification time: what a cached score or probe was
+    computed from. The name alone would keep the scores of a deleted and retrained run; a content
+    digest would read every checkpoint in full at every report (GBs at the gpu scale)."""
+    stat = ckpt.stat()
+    return f"{ckpt.name}:{stat.st_size}:{stat.st_mtime_ns}"
 
 
 def marker_accuracy(src: list[str], hyps: list[str], edges: list[int]) -> list[dict[str, Any]]:
@@ -69,9 +66,18 @@ def marker_accuracy(src: list[str], hyps: list[str], edges: list[int]) -> list[d
 def score_run(run_dir: Path, data_dir: Path, data: DataSet, split: str, options: dict[str, Any]) -> dict[str, Any] | None:
     """Scores of a run on ``split`` ("val" or "test"), cached; None without a checkpoint."""
     cache = run_dir / f"eval-{split}.json"
-    if cache.is_file():
-        return json.loads(cache.read_text())
     ckpt = checkpoint_of(run_dir)
+    key = None if ckpt is None else {
+        "checkpoint": checkpoint_id(ckpt),
+        **{k: options[k] for k in ("beam_size", "max_tokens", "bucket_edges", "n_bootstrap")},
+    }  # fmt: skip
+    if cache.is_file():
+        cached = json.loads(cache.read_text())
+        if key is None or cached.get("key") == key:
+            return cached
+        # Written before the key existed: still valid unless the checkpoint is newer.
+        if "key" not in cached and ckpt is not None and ckpt.stat().st_mtime <= cache.stat().st_mtime:
+            return cached
     if ckpt is None:
         return None
     from mt.models.module import load_checkpoint
@@ -85,7 +91,7 @@ def score_run(run_dir: Path, data_dir: Path, data: DataSet, split: str, options:
     scores = corpus_scores(hyps, refs)
     buckets = length_buckets(src, hyps, refs, options["bucket_edges"], n_bootstrap=options["n_bootstrap"])
     result = {
-        "split": name, "checkpoint": str(ckpt), "bleu": scores.bleu, "chrf": scores.chrf,
+        "split": name, "checkpoint": str(ckpt), "key": key, "bleu": scores.bleu, "chrf": scores.chrf,
         "signature": scores.to_dict().get("bleu_signature"), "sentences": len(src),
         "num_parameters": int(model.num_parameters()),
         "buckets": [b.to_dict() for b in buckets],

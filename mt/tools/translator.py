@@ -391,7 +391,7 @@ class Translator:
         ``INDEX ||| SCORE ||| TRANSLATION`` with the 0-based input line index), in input order.
 
         Args:
-            in_lines: input lines without newline characters (e.g. :func:`read_lines`).
+            in_lines: input lines without newline characters (e.g. :func:`mt.tools.translate.read_lines`).
             out: text stream the translations are written to, each line ended by ``\\n``.
             chunk_lines: lines read, translated and written at a time (bounds memory).
             progress: a text stream to draw a tqdm bar of sentences translated on, or a
