@@ -10,7 +10,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
-from mt.models.transformer import TransformerSeq2Seq, TransformerState, sinusoidal_positions
+from mt.models.transformer import (
+    TransformerSeq2Seq,
+    TransformerState,
+    attend,
+    sinusoidal_positions,
+)
 
 VOCAB = 50
 TINY: dict[str, Any] = dict(
@@ -93,6 +98,24 @@ def test_shapes_and_dtypes() -> None:
     _, values = new_state.cache.layer(1)  # (T, R, H, Dh) buffers, the first `step` positions used
     assert new_state.step == 1 and values[: new_state.step].shape == (1, 3, 2, 16)
     assert state.step == 0 and state.cache is None  # a step-0 state holds no buffer
+
+
+def test_attention_runs_in_float32_under_cpu_bf16_autocast() -> None:
+    """Under CPU bf16 autocast, attention is computed from float32 inputs (PyTorch's bf16 CPU
+    kernel was ~3x slower) and handed back in bf16; float32 inputs are untouched."""
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(3, 2, 5, 8, generator=gen) for _ in range(3))
+    mask = torch.ones(5, 5, dtype=torch.bool).tril()
+    exact = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    assert torch.equal(attend(q, k, v, attn_mask=mask), exact)
+    q16, k16, v16 = (t.bfloat16().requires_grad_() for t in (q, k, v))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = attend(q16, k16, v16, attn_mask=mask)
+    assert out.dtype == torch.bfloat16
+    expected = F.scaled_dot_product_attention(q16.float(), k16.float(), v16.float(), attn_mask=mask)
+    assert torch.equal(out, expected.bfloat16())
+    out.float().sum().backward()
+    assert q16.grad is not None and q16.grad.dtype == torch.bfloat16
 
 
 def test_hparams_recorded_and_rebuild() -> None:
