@@ -235,7 +235,7 @@ def test_resuming_a_checkpoint_from_before_scale_attention() -> None:
     additive one, which the option does not change."""
     from mt.models.module import CheckpointError
 
-    for attention, refused in [("luong_general", True), ("bahdanau", False)]:
+    for attention, refused in [("luong_general", True), ("luong_dot", False), ("bahdanau", False)]:
         model = make_model(attention, False)
         assert model.hparams["scale_attention"] is True
         hparams = {k: v for k, v in model.hparams.items() if k != "scale_attention"}
@@ -400,11 +400,12 @@ def test_embeddings_scaled_by_default_and_old_checkpoints_load_unscaled(
     assert same.abs().max() == 0
 
 
-@pytest.mark.parametrize("attention", ["luong_general", "luong_dot"])
-def test_scaled_scores_start_the_tanh_rnn_near_uniform(attention: str) -> None:
-    """At rnn-small's width (512) a fresh tanh RNN's states are near +-1, so unscaled
-    multiplicative scores put most of the weight on one arbitrary source position before any
-    training; divided by sqrt(H) (the default) the attention starts near uniform."""
+def test_scaled_scores_start_the_tanh_rnn_near_uniform() -> None:
+    """At rnn-small's width (512) a fresh tanh RNN's states are near +-1, so an unscaled
+    ``luong_general`` score puts most of the weight on one arbitrary source position before any
+    training; divided by sqrt(H) (the default) the attention starts near uniform. ``luong_dot``
+    has no weights to sharpen a scaled score again and stays unscaled."""
+    attention = "luong_general"
     src = torch.randint(4, 1000, (32, 20), generator=torch.Generator().manual_seed(0))
     tgt_in = torch.randint(4, 1000, (32, 20), generator=torch.Generator().manual_seed(1))
     max_weight = {}
@@ -420,6 +421,7 @@ def test_scaled_scores_start_the_tanh_rnn_near_uniform(attention: str) -> None:
             _, weights = model.attention(out, state.keys, state.memory, src == PAD_ID)
         max_weight[scaled] = weights.max(dim=2).values.mean().item()  # uniform: 1/20
     assert RNNSeq2Seq(1000).attention.score_scale == 512**-0.5  # scaled by default
+    assert RNNSeq2Seq(1000, attention="luong_dot").attention.score_scale == 1.0
     assert max_weight[True] < 0.1 < 0.4 < max_weight[False], max_weight
 
 
