@@ -1,0 +1,28 @@
+"""CTranslate2 beam-5 speed of transformer-small (random weights, timed as `mt benchmark decode`
+times it) in this process's CTranslate2 environment, e.g. CT2_USE_MKL=1 (#14).
+
+    CT2_USE_MKL=1 OMP_NUM_THREADS=1 python benchmarks/reference/ct2_backend.py 200   # sentences
+"""
+import os, sys, json, time
+from pathlib import Path
+from types import SimpleNamespace
+import torch
+from mt.tools.benchmark.decode import _load_split_sources, decode_batches, export_for_decode, ct2_search, time_decoding
+from mt.tools.benchmark.specs import spec_from_config
+from mt.models.search import DEFAULT_SEARCH
+torch.set_num_threads(1)
+args = SimpleNamespace(data_dir="data/multi30k", vocab_size=8000, seed=1, sentences=int(sys.argv[1]))
+sources, tok = _load_split_sources(args)
+folder = Path("/tmp/ct2env")
+folder.mkdir(parents=True, exist_ok=True)
+if not (folder / "ct2-int8").exists():
+    torch.manual_seed(1)
+    model = spec_from_config("configs/transformer-small.yaml").build(tok.vocab_size).eval()
+    print(export_for_decode(model, tok, folder))
+batches = decode_batches(sources, 4096, DEFAULT_SEARCH.max_len_a, DEFAULT_SEARCH.max_len_b)
+res = {}
+for name in sorted(p.name for p in folder.iterdir()):
+    run = ct2_search(folder / name, tok, 5, torch.device("cpu"), 1)
+    speeds = [time_decoding(run, batches, torch.device("cpu"))[0]["sentences_per_s"] for _ in range(2)]
+    res[name] = speeds
+print(json.dumps({"CT2_USE_MKL": os.environ.get("CT2_USE_MKL"), "beam5_sentences_per_s": res}))
