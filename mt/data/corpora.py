@@ -297,6 +297,18 @@ def _install(
         tmp.unlink(missing_ok=True)
 
 
+def _has_known_sha(dest: Path, corpus_dir: str) -> bool:
+    """Whether ``dest`` exists with the known sha256 of ``{corpus_dir}/{dest.name}`` (False when
+    none is known): such a file is up to date and needs no fetching."""
+    expected = _expected_sha(corpus_dir, dest.name)
+    return expected is not None and dest.is_file() and sha256_file(dest) == expected
+
+
+def _record_up_to_date(dest: Path, corpus_dir: str, report: FetchReport, log: Log) -> None:
+    log(f"{corpus_dir}/{dest.name}: up to date (sha256 ok)")
+    report.up_to_date.append(dest)
+
+
 def _fetch_file(
     dest: Path,
     corpus_dir: str,
@@ -311,9 +323,8 @@ def _fetch_file(
     """Fetch one file into ``dest`` and record the outcome; returns whether ``dest`` is present."""
     label = f"{corpus_dir}/{dest.name}"
     expected = _expected_sha(corpus_dir, dest.name) if use_known_hash else None
-    if expected is not None and dest.is_file() and sha256_file(dest) == expected:
-        log(f"{label}: up to date (sha256 ok)")
-        report.up_to_date.append(dest)
+    if expected is not None and _has_known_sha(dest, corpus_dir):
+        _record_up_to_date(dest, corpus_dir, report, log)
         return True
     try:
         with opener() as stream:
@@ -519,13 +530,10 @@ def _all_verified(
     """Whether every ``{split}.{lang}`` is already in ``dest_dir`` with its known sha256 (then
     recorded as up to date). A file without a known sha256 never counts as verified."""
     paths = [dest_dir / f"{split}.{lang}" for lang in langs]
+    if not all(_has_known_sha(path, corpus_dir) for path in paths):
+        return False
     for path in paths:
-        expected = _expected_sha(corpus_dir, path.name)
-        if expected is None or not path.is_file() or sha256_file(path) != expected:
-            return False
-    for path in paths:
-        log(f"{corpus_dir}/{path.name}: up to date (sha256 ok)")
-        report.up_to_date.append(path)
+        _record_up_to_date(path, corpus_dir, report, log)
     return True
 
 
