@@ -28,13 +28,13 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
 from mt.data.batching import Batch
 from mt.data.tokenizer import PAD_ID, Tokenizer, describe_difference
+from mt.models.loss import smoothed_cross_entropy
 from mt.models.search import DEFAULT_SEARCH, search
 from mt.models.search import DecoderState as State
 from mt.options import require
@@ -168,18 +168,13 @@ class Seq2SeqModule(L.LightningModule):
     def _loss(self, batch: Batch, label_smoothing: float) -> tuple[Tensor, Tensor, int]:
         """(smoothed loss, nll) summed over non-padding target tokens, and their count.
 
-        One log-softmax serves both: smoothed loss = (1 - eps) * nll + eps * mean over the
-        vocabulary of -log p, which is what ``F.cross_entropy(label_smoothing=eps)`` computes.
+        Both in float32 whatever the logits' dtype (``mt.models.loss``: the values of a float32
+        log-softmax, without its (tokens, V) tensors).
         """
         logits = self(batch.src, batch.src_pad_mask, batch.tgt_in)  # (B, T, V)
-        log_probs = logits.flatten(0, 1).float().log_softmax(dim=-1)  # (B*T, V)
-        target = batch.tgt_out.flatten()  # (B*T,)
-        nll = F.nll_loss(log_probs, target, ignore_index=PAD_ID, reduction="sum")
-        loss = nll
-        if label_smoothing > 0:
-            real = target != PAD_ID
-            uniform = -log_probs.mean(dim=-1)[real].sum()
-            loss = (1 - label_smoothing) * nll + label_smoothing * uniform
+        loss, nll = smoothed_cross_entropy(
+            logits.flatten(0, 1), batch.tgt_out.flatten(), label_smoothing, PAD_ID
+        )
         return loss, nll, batch.n_tgt_tokens
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:

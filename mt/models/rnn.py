@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from mt.data.tokenizer import PAD_ID
 from mt.eval.throughput import FlopTerm, linear_macs, rnn_macs
+from mt.models.dropout import Dropout
 from mt.models.module import CheckpointError, Seq2SeqModule
 from mt.options import require
 
@@ -111,7 +112,7 @@ class BiRNNEncoder(nn.Module):
         rnn = CELLS[cell]
         self.forward_layers = nn.ModuleList(rnn(size, hidden_size, batch_first=True) for size in sizes)
         self.backward_layers = nn.ModuleList(rnn(size, hidden_size, batch_first=True) for size in sizes)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor, src_pad_mask: Tensor) -> tuple[Tensor, Tensor]:
         """Encode a right-padded batch.
@@ -172,7 +173,7 @@ class ResidualRNN(nn.Module):
         super().__init__()
         sizes = [input_size] + [hidden_size] * (num_layers - 1)
         self.layers = nn.ModuleList(CELLS[cell](size, hidden_size, batch_first=True) for size in sizes)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor, hidden: Hidden) -> tuple[Tensor, Hidden]:
         """(B, T, input_size), N x (L, B, H) -> (B, T, H), the new state."""
@@ -432,7 +433,7 @@ class RNNSeq2Seq(Seq2SeqModule):
             nn.init.normal_(emb.weight, std=embed_dim**-0.5)
             with torch.no_grad():
                 emb.weight[PAD_ID].zero_()
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
         self.cell = cell
         self.n_states = n_states = 2 if cell == "lstm" else 1  # (h, c) or h

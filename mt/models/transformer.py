@@ -59,6 +59,7 @@ from torch import Tensor, nn
 
 from mt.data.tokenizer import PAD_ID
 from mt.eval.throughput import FlopTerm, linear_macs
+from mt.models.dropout import Dropout
 from mt.models.module import Seq2SeqModule
 from mt.options import OptionError, require
 
@@ -297,7 +298,7 @@ class _Block(nn.Module):
 
     def __init__(self, dropout: float, pre_norm: bool) -> None:
         super().__init__()
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.pre_norm = pre_norm
 
     def _sublayer_in(self, x: Tensor, norm: nn.LayerNorm) -> Tensor:
@@ -633,7 +634,7 @@ class TransformerSeq2Seq(Seq2SeqModule):
             if share_embeddings
             else nn.Embedding(vocab_size, d_model, padding_idx=PAD_ID)
         )
-        self.embed_dropout = nn.Dropout(dropout)
+        self.embed_dropout = Dropout(dropout)
         self.encoder = nn.ModuleList(EncoderLayer(*layer_args) for _ in range(encoder_layers))
         self.decoder = nn.ModuleList(DecoderLayer(*layer_args) for _ in range(decoder_layers))
         # Pre-norm leaves the residual stream unnormalised: each stack ends with a LayerNorm.
