@@ -143,6 +143,38 @@ def test_train_at_each_precision(tiny_corpus: Path, tmp_path: Path) -> None:
         assert (x @ x).dtype == torch.float32
 
 
+def test_train_repeats_take_turns_and_report_the_median_run(
+    tiny_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--repeats 2: the systems run a, b, a, b on the same batches; each row is its median run
+    (the upper of two) and lists both; --repeats 0 is refused."""
+    import mt.tools.benchmark.train as bench
+
+    order: list[int] = []
+    real = bench.time_training
+
+    def recording(step: Any, batches: Any, warmup: int, device: Any, flops_of: Any) -> dict:
+        order.append(id(step))
+        return real(step, batches, warmup, device, flops_of)
+
+    monkeypatch.setattr(bench, "time_training", recording)
+    result = run(
+        "train", tiny_corpus, tmp_path / "train.json", "--steps", "1", "--no-hf",
+        "--precisions", "32-true", "--repeats", "2",
+    )  # fmt: skip
+    assert len(order) == 4 and order[:2] == order[2:] and order[0] != order[1]
+    for r in result["results"]["runs"]:
+        assert r["repeats"] == 2 and len(r["seconds_runs"]) == len(r["tokens_per_s_runs"]) == 2
+        assert r["seconds"] == pytest.approx(max(r["seconds_runs"]), abs=1e-3)
+        assert_train_rates(r)
+    assert bench.median_round([{"seconds": 3.0, "tokens_per_s": 1}, {"seconds": 1.0, "tokens_per_s": 3},
+                               {"seconds": 2.0, "tokens_per_s": 2}])["tokens_per_s"] == 2  # fmt: skip
+    assert bench.median_round([{"seconds": 1.0, "tokens_per_s": 1}, {"error": "x"}]) == {"error": "x"}
+    argv = ["train", "--smoke", "--data-dir", str(tiny_corpus), "--out", str(tmp_path / "x.json")]
+    assert main([*argv, "--repeats", "0"]) == 2
+    assert not (tmp_path / "x.json").exists()
+
+
 def test_hugging_face_columns(decode_result: dict[str, Any], train_result: dict[str, Any]) -> None:
     if not hf_available():
         pytest.skip("transformers is not installed: no Hugging Face comparison")

@@ -113,6 +113,7 @@ def benchmark_train(
     compile: bool = False,
     compile_systems: str = "transformer,hf-marian",
     precisions: tuple[Literal["32-true", "bf16-mixed"], ...] | None = None,
+    repeats: int | None = None,
 ) -> None:
     """Training throughput, against Hugging Face Marian on the same batches.
 
@@ -126,6 +127,8 @@ def benchmark_train(
             hf-marian (comma-separated).
         precisions: measure each system at these (default: 32-true, plus bf16-mixed where
             the device has native bf16).
+        repeats: timed runs per system, the systems taking turns; the median counts (CPU 3,
+            GPU 1; --smoke 1).
     """
 
 

@@ -57,6 +57,10 @@ def _apply_defaults(args: argparse.Namespace, device: torch.device) -> list[str]
             args.steps = 2 if args.smoke else (50 if gpu else 10)
         if args.steps < 1 or args.warmup < 0:
             raise UsageError(f"--steps must be >= 1 and --warmup >= 0, got {args.steps} and {args.warmup}")
+        if args.repeats is None:
+            args.repeats = 1 if args.smoke or gpu else 3
+        if args.repeats < 1:
+            raise UsageError(f"--repeats must be >= 1, got {args.repeats}")
     if args.subcommand == "length":
         _length_defaults(args, gpu)
     if args.subcommand in ("decode", "train", "length") and args.input_feeding is None:

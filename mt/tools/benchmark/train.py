@@ -163,6 +163,21 @@ def time_training(
     return stats
 
 
+def median_round(rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The round with the median time (the upper one of an even count), with every round's
+    seconds and tokens/s; a round's error wins."""
+    errors = [r for r in rounds if "error" in r]
+    if errors:
+        return errors[0]
+    median = sorted(rounds, key=lambda r: r["seconds"])[len(rounds) // 2]
+    return {
+        **median,
+        "repeats": len(rounds),
+        "seconds_runs": [round(r["seconds"], 3) for r in rounds],
+        "tokens_per_s_runs": [round(r["tokens_per_s"]) for r in rounds],
+    }
+
+
 def _compiled_graphs() -> int:
     """Number of graphs torch.compile has built in this process so far."""
     try:
@@ -187,6 +202,10 @@ def run_train(args: argparse.Namespace, device: torch.device) -> tuple[dict, lis
         f"{args.warmup} warm-up steps excluded, then {args.steps} timed steps, each timed "
         "between device synchronisations. Data loading is outside the timing (batches are "
         "collated and moved to the device first). The same batches for every system.",
+        f"Each system runs {args.repeats} round(s), the systems taking turns (a, b, a, b, ...) so "
+        "that a machine whose speed drifts slows them alike; a row is its median round "
+        "(seconds_runs and tokens_per_s_runs list every round; the models keep training "
+        "from round to round).",
         "mt loss = Seq2SeqModule._loss as in training_step (label-smoothed CE + the plain NLL "
         "for logging: two cross-entropies over (tokens, V)); Hugging Face: MarianMTModel with "
         "labels (one plain CE, PAD labels = -100), decoder_input_ids = our tgt_in.",
@@ -219,14 +238,15 @@ def run_train(args: argparse.Namespace, device: torch.device) -> tuple[dict, lis
         "mean_real_tokens_per_batch": sum(real) / len(real),
         "runs": [],
     }
+    variants = []  # (label, run fields, step), built up front so that they can take turns
     for spec in specs:
         systems = ["mt"] + (["hf-marian"] if spec.arch == "transformer" and use_hf else [])
         compile_key = {"mt": spec.arch, "hf-marian": "hf-marian"}
-        variants = [(s, False, p) for p in precisions for s in systems]
-        variants += [
+        combos = [(s, False, p) for p in precisions for s in systems]
+        combos += [
             (s, True, p) for p in precisions for s in systems if compile_key[s] in compile_systems
         ]
-        for system, compiled, precision in variants:
+        for system, compiled, precision in combos:
             torch.manual_seed(args.seed)
             reference = spec.build(args.vocab_size)  # for the FLOP formula
             if system == "mt":
@@ -237,15 +257,6 @@ def run_train(args: argparse.Namespace, device: torch.device) -> tuple[dict, lis
                 step = hf_train_step(model, make_optimizer(model, device), device, precision)
             if compiled:
                 model.compile()
-            label = f"{spec.name} {system} {precision}{' compiled' if compiled else ''}"
-            print(f"[train] {label} ...", flush=True)
-            try:
-                stats = time_training(
-                    step, batches, args.warmup, device, lambda b, m=reference: train_flops(m, b)
-                )
-            except Exception as err:  # e.g. a compiler missing on this machine: keep the others
-                stats = {"error": f"{type(err).__name__}: {err}"}
-                print(f"[train] {label} failed: {stats['error']}", flush=True)
             run = {
                 "model": spec.name,
                 "arch": spec.arch,
@@ -255,18 +266,34 @@ def run_train(args: argparse.Namespace, device: torch.device) -> tuple[dict, lis
                 "config": spec.source,
                 "init_args": spec.init_args,
                 "parameters": num_parameters(model),
-                **stats,
             }
-            results["runs"].append(run)
-            if "error" not in stats:
-                print(
-                    f"[train] {label}: {stats['tokens_per_s']:.0f} tok/s "
-                    f"(tgt {stats['tgt_tokens_per_s']:.0f}), step {stats['step_time_s']:.3f} s, "
-                    f"peak {stats['peak_mem_gb']:.2f} GB, "
-                    f"{stats.get('model_tflops_per_s', 0) * 1e3:.1f} GFLOP/s",
-                    flush=True,
-                )
-            del model, reference, step
+            flops_of = lambda b, m=reference: train_flops(m, b)  # noqa: E731
+            label = f"{spec.name} {system} {precision}{' compiled' if compiled else ''}"
+            variants.append((label, run, step, flops_of))
+    rounds: list[list[dict[str, Any]]] = [[] for _ in variants]
+    for round_ in range(args.repeats):
+        for (label, _, step, flops_of), stats_of_rounds in zip(variants, rounds, strict=True):
+            if stats_of_rounds and "error" in stats_of_rounds[-1]:
+                continue
+            print(f"[train] {label} (round {round_ + 1} of {args.repeats}) ...", flush=True)
+            try:
+                stats = time_training(step, batches, args.warmup, device, flops_of)
+            except Exception as err:  # e.g. a compiler missing on this machine: keep the others
+                stats = {"error": f"{type(err).__name__}: {err}"}
+                print(f"[train] {label} failed: {stats['error']}", flush=True)
+            stats_of_rounds.append(stats)
             free_memory(device)
+    for (label, run, _, _), stats_of_rounds in zip(variants, rounds, strict=True):
+        stats = median_round(stats_of_rounds)
+        results["runs"].append({**run, **stats})
+        if "error" not in stats:
+            print(
+                f"[train] {label}: {stats['tokens_per_s']:.0f} tok/s "
+                f"(tgt {stats['tgt_tokens_per_s']:.0f}), step {stats['step_time_s']:.3f} s, "
+                f"peak {stats['peak_mem_gb']:.2f} GB, "
+                f"{stats.get('model_tflops_per_s', 0) * 1e3:.1f} GFLOP/s"
+                + (f", runs {stats['tokens_per_s_runs']}" if len(stats_of_rounds) > 1 else ""),
+                flush=True,
+            )
     return results, notes
 
