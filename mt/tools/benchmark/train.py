@@ -206,9 +206,10 @@ def run_train(args: argparse.Namespace, device: torch.device) -> tuple[dict, lis
         "that a machine whose speed drifts slows them alike; a row is its median round "
         "(seconds_runs and tokens_per_s_runs list every round; the models keep training "
         "from round to round).",
-        "mt loss = Seq2SeqModule._loss as in training_step (label-smoothed CE + the plain NLL "
-        "for logging: two cross-entropies over (tokens, V)); Hugging Face: MarianMTModel with "
-        "labels (one plain CE, PAD labels = -100), decoder_input_ids = our tgt_in.",
+        "mt loss = Seq2SeqModule._loss as in training_step (label-smoothed CE and the plain NLL "
+        "for logging, both from one chunked float32 pass over the logits: mt.models.loss); "
+        "Hugging Face: MarianMTModel with labels (one plain CE, PAD labels = -100), "
+        "decoder_input_ids = our tgt_in.",
         "tokens/s count non-padding tokens (src incl. EOS, tgt_out incl. EOS); "
         "padded_tokens_per_s counts all elements of src and tgt_out.",
         "model FLOPs from mt.eval.throughput.train_flops on non-padding tokens; the Marian rows use "
