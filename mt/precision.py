@@ -12,7 +12,7 @@
 
 Any other value is used as given. Under ``bf16-mixed`` Lightning keeps the weights and the
 optimizer in float32 and autocasts matrix products and recurrent layers to bf16; the
-log-softmax and the loss are computed in float32 (``Seq2SeqModule._loss``), and bf16 needs no
+loss is computed in float32 from the bf16 logits (``mt.models.loss``), and bf16 needs no
 loss scaling (it has float32's exponent range).
 """
 

@@ -25,7 +25,8 @@ def test_every_lane_drops_at_the_rate_asked(p: float) -> None:
 def test_kept_elements_are_scaled_and_the_gradient_is_the_mask(dtype: torch.dtype) -> None:
     torch.manual_seed(1)
     layer = Dropout(0.1).train()
-    x = torch.randn(64, 33, dtype=dtype, requires_grad=True)  # 2112 elements: not a multiple of 8
+    # 2079 elements: not a multiple of 4, so the last 64-bit draw is used in part.
+    x = torch.randn(63, 33, dtype=dtype, requires_grad=True)
     y = layer(x)
     assert y.dtype == dtype and y.shape == x.shape
     kept = y != 0
@@ -46,7 +47,9 @@ def test_evaluation_mode_and_p_zero_are_the_identity_and_p_one_drops_all() -> No
     x = torch.randn(10, 10)
     assert torch.equal(Dropout(0.5).eval()(x), x)
     assert torch.equal(Dropout(0.0).train()(x), x)
+    assert torch.equal(Dropout(1e-6).train()(x), x)  # rounds to no dropout at 1/65536 steps
     assert torch.equal(Dropout(1.0).train()(x), torch.zeros_like(x))
+    assert Dropout(0.5).train()(torch.empty(0, 7)).shape == (0, 7)
 
 
 def test_reproducible_under_the_seed_and_different_between_draws() -> None:

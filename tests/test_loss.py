@@ -78,6 +78,22 @@ def test_bf16_logits_give_a_float32_loss_and_a_bf16_gradient(small_chunks: None)
     torch.testing.assert_close(x.grad, x_ref.grad.bfloat16())
 
 
+def test_another_ignore_index_and_non_contiguous_logits(small_chunks: None) -> None:
+    """ignore_index -100 (PyTorch's default) and logits that are a transposed view."""
+    logits, target = example()
+    target = target.masked_fill(target == PAD, -100)
+    x_ref = logits.clone().requires_grad_()
+    base = logits.t().contiguous().requires_grad_()  # (V, N)
+    x = base.t()  # (N, V), not contiguous
+    assert not x.is_contiguous()
+    loss_ref = F.cross_entropy(x_ref, target, label_smoothing=0.1, reduction="sum")
+    loss, _ = smoothed_cross_entropy(x, target, 0.1, -100)
+    torch.testing.assert_close(loss, loss_ref)
+    loss_ref.backward()
+    loss.backward()
+    torch.testing.assert_close(base.grad.t(), x_ref.grad)
+
+
 def test_only_padding_gives_zero_loss_and_gradient() -> None:
     logits, _ = example()
     target = torch.full((logits.size(0),), PAD)

@@ -29,7 +29,8 @@ CLASSES = [  # (class, substrings of the operator name), first match wins
     ("layer_norm", ("layer_norm",)),
     ("cast/copy", ("copy_", "_to_copy", "to", "contiguous", "clone", "cat", "stack")),
     ("optimizer", ("adam", "_foreach", "lerp", "addcdiv", "addcmul", "sqrt")),
-    ("loss", ("nll_loss", "cross_entropy")),
+    ("loss", ("nll_loss", "cross_entropy", "logsumexp", "exp_", "scatter_add", "gather")),
+    ("dropout", ("bernoulli", "random_", "dropout")),
 ]
 
 

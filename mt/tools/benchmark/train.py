@@ -202,10 +202,12 @@ def run_train(args: argparse.Namespace, device: torch.device) -> tuple[dict, lis
         f"{args.warmup} warm-up steps excluded, then {args.steps} timed steps, each timed "
         "between device synchronisations. Data loading is outside the timing (batches are "
         "collated and moved to the device first). The same batches for every system.",
-        f"Each system runs {args.repeats} round(s), the systems taking turns (a, b, a, b, ...) so "
-        "that a machine whose speed drifts slows them alike; a row is its median round "
-        "(seconds_runs and tokens_per_s_runs list every round; the models keep training "
-        "from round to round).",
+        f"Each system runs {args.repeats} time(s), the systems taking turns (a, b, a, b, ...) so "
+        "that a machine whose speed drifts slows them alike; a row is its median run "
+        "(seconds_runs and tokens_per_s_runs list every run; the models keep training from run "
+        "to run). With more than one run every system stays in memory throughout, so peak_mem_gb "
+        "includes the others' (see rss_at_start_gb); --repeats 1 measures each system's memory "
+        "alone.",
         "mt loss = Seq2SeqModule._loss as in training_step (label-smoothed CE and the plain NLL "
         "for logging, both from one chunked float32 pass over the logits: mt.models.loss); "
         "Hugging Face: MarianMTModel with labels (one plain CE, PAD labels = -100), "
@@ -219,7 +221,7 @@ def run_train(args: argparse.Namespace, device: torch.device) -> tuple[dict, lis
         "(VmHWM, reset through /proc/self/clear_refs before each run), which includes the "
         "interpreter, libraries and data (see rss_at_start_gb).",
         f"Precision: {', '.join(precisions)} (bf16-mixed: torch.autocast to bf16, weights and "
-        "optimizer in float32, as Lightning's bf16-mixed; mt's log-softmax and loss in float32).",
+        "optimizer in float32, as Lightning's bf16-mixed; mt's loss in float32: mt.models.loss).",
     ]
     if args.compile:
         notes.append(
@@ -239,54 +241,76 @@ def run_train(args: argparse.Namespace, device: torch.device) -> tuple[dict, lis
         "mean_real_tokens_per_batch": sum(real) / len(real),
         "runs": [],
     }
-    variants = []  # (label, run fields, step), built up front so that they can take turns
+    combos = []  # (spec, system, compiled, precision)
     for spec in specs:
         systems = ["mt"] + (["hf-marian"] if spec.arch == "transformer" and use_hf else [])
         compile_key = {"mt": spec.arch, "hf-marian": "hf-marian"}
-        combos = [(s, False, p) for p in precisions for s in systems]
+        combos += [(spec, s, False, p) for p in precisions for s in systems]
         combos += [
-            (s, True, p) for p in precisions for s in systems if compile_key[s] in compile_systems
+            (spec, s, True, p)
+            for p in precisions
+            for s in systems
+            if compile_key[s] in compile_systems
         ]
-        for system, compiled, precision in combos:
-            torch.manual_seed(args.seed)
-            reference = spec.build(args.vocab_size)  # for the FLOP formula
-            if system == "mt":
-                model = reference.to(device).train()
-                step = mt_train_step(model, make_optimizer(model, device), device, precision)
-            else:
-                model = marian_for(spec, args.vocab_size).to(device).train()
-                step = hf_train_step(model, make_optimizer(model, device), device, precision)
-            if compiled:
-                model.compile()
-            run = {
-                "model": spec.name,
-                "arch": spec.arch,
-                "system": system,
-                "compiled": compiled,
-                "precision": precision,
-                "config": spec.source,
-                "init_args": spec.init_args,
-                "parameters": num_parameters(model),
-            }
-            flops_of = lambda b, m=reference: train_flops(m, b)  # noqa: E731
-            label = f"{spec.name} {system} {precision}{' compiled' if compiled else ''}"
-            variants.append((label, run, step, flops_of))
-    rounds: list[list[dict[str, Any]]] = [[] for _ in variants]
+
+    def build(spec: Any, system: str, compiled: bool, precision: str) -> tuple[dict, Any, Any]:
+        """A system ready to train: its row's fields, its step and its FLOP formula."""
+        torch.manual_seed(args.seed)
+        reference = spec.build(args.vocab_size)  # for the FLOP formula
+        if system == "mt":
+            model = reference.to(device).train()
+            step = mt_train_step(model, make_optimizer(model, device), device, precision)
+        else:
+            model = marian_for(spec, args.vocab_size).to(device).train()
+            step = hf_train_step(model, make_optimizer(model, device), device, precision)
+        if compiled:
+            model.compile()
+        fields = {"parameters": num_parameters(model)}
+        return fields, step, lambda b, m=reference: train_flops(m, b)
+
+    # Taking turns needs every system in memory at once; one pass builds each in turn and frees
+    # it before the next (so that its peak memory is its own).
+    keep = args.repeats > 1
+    built: dict[int, tuple[dict, Any, Any]] = {}
+    rounds: list[list[dict[str, Any]]] = [[] for _ in combos]
+    fields: list[dict[str, Any]] = [{} for _ in combos]
+    labels = [
+        f"{spec.name} {system} {precision}{' compiled' if compiled else ''}"
+        for spec, system, compiled, precision in combos
+    ]
     for round_ in range(args.repeats):
-        for (label, _, step, flops_of), stats_of_rounds in zip(variants, rounds, strict=True):
-            if stats_of_rounds and "error" in stats_of_rounds[-1]:
+        for i, combo in enumerate(combos):
+            if rounds[i] and "error" in rounds[i][-1]:
                 continue
-            print(f"[train] {label} (round {round_ + 1} of {args.repeats}) ...", flush=True)
+            print(f"[train] {labels[i]} (run {round_ + 1} of {args.repeats}) ...", flush=True)
             try:
+                if i not in built:
+                    built[i] = build(*combo)
+                fields[i], step, flops_of = built[i]
                 stats = time_training(step, batches, args.warmup, device, flops_of)
             except Exception as err:  # e.g. a compiler missing on this machine: keep the others
                 stats = {"error": f"{type(err).__name__}: {err}"}
-                print(f"[train] {label} failed: {stats['error']}", flush=True)
-            stats_of_rounds.append(stats)
+                print(f"[train] {labels[i]} failed: {stats['error']}", flush=True)
+            rounds[i].append(stats)
+            if not keep:
+                built.pop(i, None)
             free_memory(device)
-    for (label, run, _, _), stats_of_rounds in zip(variants, rounds, strict=True):
+    built.clear()
+    for (spec, system, compiled, precision), label, extra, stats_of_rounds in zip(
+        combos, labels, fields, rounds, strict=True
+    ):
         stats = median_round(stats_of_rounds)
-        results["runs"].append({**run, **stats})
+        results["runs"].append({
+            "model": spec.name,
+            "arch": spec.arch,
+            "system": system,
+            "compiled": compiled,
+            "precision": precision,
+            "config": spec.source,
+            "init_args": spec.init_args,
+            **extra,
+            **stats,
+        })  # fmt: skip
         if "error" not in stats:
             print(
                 f"[train] {label}: {stats['tokens_per_s']:.0f} tok/s "
