@@ -292,6 +292,7 @@ def run_train(args: argparse.Namespace, device: torch.device) -> tuple[dict, lis
                 stats = {"error": f"{type(err).__name__}: {err}"}
                 print(f"[train] {labels[i]} failed: {stats['error']}", flush=True)
             rounds[i].append(stats)
+            step = flops_of = None  # the last references outside `built`
             if not keep:
                 built.pop(i, None)
             free_memory(device)
