@@ -297,10 +297,9 @@ def _install(
         tmp.unlink(missing_ok=True)
 
 
-def _has_known_sha(dest: Path, corpus_dir: str) -> bool:
-    """Whether ``dest`` exists with the known sha256 of ``{corpus_dir}/{dest.name}`` (False when
-    none is known): such a file is up to date and needs no fetching."""
-    expected = _expected_sha(corpus_dir, dest.name)
+def _has_known_sha(dest: Path, expected: str | None) -> bool:
+    """Whether ``dest`` exists with the known sha256 ``expected`` (False when none is known): such
+    a file is up to date and needs no fetching."""
     return expected is not None and dest.is_file() and sha256_file(dest) == expected
 
 
@@ -323,7 +322,7 @@ def _fetch_file(
     """Fetch one file into ``dest`` and record the outcome; returns whether ``dest`` is present."""
     label = f"{corpus_dir}/{dest.name}"
     expected = _expected_sha(corpus_dir, dest.name) if use_known_hash else None
-    if expected is not None and _has_known_sha(dest, corpus_dir):
+    if _has_known_sha(dest, expected):
         _record_up_to_date(dest, corpus_dir, report, log)
         return True
     try:
@@ -530,7 +529,7 @@ def _all_verified(
     """Whether every ``{split}.{lang}`` is already in ``dest_dir`` with its known sha256 (then
     recorded as up to date). A file without a known sha256 never counts as verified."""
     paths = [dest_dir / f"{split}.{lang}" for lang in langs]
-    if not all(_has_known_sha(path, corpus_dir) for path in paths):
+    if not all(_has_known_sha(path, _expected_sha(corpus_dir, path.name)) for path in paths):
         return False
     for path in paths:
         _record_up_to_date(path, corpus_dir, report, log)

@@ -36,10 +36,9 @@ __all__ = ["smoothed_cross_entropy"]
 CHUNK_BYTES = 1 << 20
 
 
-def _chunks(n_rows: int, vocab: int, device: torch.device) -> range:
-    """The start rows of the chunks (a GPU takes all rows at once)."""
-    rows = n_rows if device.type != "cpu" else max(1, CHUNK_BYTES // (4 * vocab))
-    return range(0, n_rows, max(1, rows))
+def _chunk_rows(n_rows: int, vocab: int, device: torch.device) -> int:
+    """Rows per chunk (a GPU takes all rows at once)."""
+    return max(1, n_rows if device.type != "cpu" else CHUNK_BYTES // (4 * vocab))
 
 
 class _SmoothedCrossEntropy(torch.autograd.Function):
@@ -50,7 +49,7 @@ class _SmoothedCrossEntropy(torch.autograd.Function):
         n_rows, vocab = logits.shape
         lse = torch.empty(n_rows, dtype=torch.float32, device=logits.device)  # (N,)
         mean = torch.empty_like(lse)  # (N,)
-        step = _chunks(n_rows, vocab, logits.device).step
+        step = _chunk_rows(n_rows, vocab, logits.device)
         for start in range(0, n_rows, step):
             x = logits[start : start + step].float()  # (n, V)
             lse[start : start + step] = torch.logsumexp(x, dim=-1)
@@ -80,7 +79,7 @@ class _SmoothedCrossEntropy(torch.autograd.Function):
         onehot = (grad_loss * (1 - eps) + grad_nll) * realf  # (N,)
         uniform = grad_loss * eps / vocab * realf  # (N,)
         grad = torch.empty_like(logits)
-        step = _chunks(n_rows, vocab, logits.device).step
+        step = _chunk_rows(n_rows, vocab, logits.device)
         for start in range(0, n_rows, step):
             rows = slice(start, start + step)
             g = logits[rows].float().sub_(lse[rows, None]).exp_()  # softmax, (n, V)
