@@ -1,7 +1,10 @@
 """CTranslate2 beam-5 speed of transformer-small (random weights, timed as `mt benchmark decode`
-times it) in this process's CTranslate2 environment, e.g. CT2_USE_MKL=1 (#14).
+times it) in this process's CTranslate2 environment, e.g. CT2_USE_MKL=1 or CT2_FORCE_CPU_ISA=AVX2
+(#14). Arguments: sentences, then optionally the batch budget (default 4096) and one system
+(ct2-float32 or ct2-int8; default both).
 
-    CT2_USE_MKL=1 OMP_NUM_THREADS=1 python benchmarks/reference/ct2_backend.py 200   # sentences
+    CT2_USE_MKL=1 OMP_NUM_THREADS=1 python benchmarks/reference/ct2_backend.py 200
+    CT2_FORCE_CPU_ISA=AVX2 OMP_NUM_THREADS=1 python benchmarks/reference/ct2_backend.py 400 512 ct2-int8
 """
 import os, sys, json, time
 from pathlib import Path
@@ -19,10 +22,12 @@ if not (folder / "ct2-int8").exists():
     torch.manual_seed(1)
     model = spec_from_config("configs/transformer-small.yaml").build(tok.vocab_size).eval()
     print(export_for_decode(model, tok, folder))
-batches = decode_batches(sources, 4096, DEFAULT_SEARCH.max_len_a, DEFAULT_SEARCH.max_len_b)
+budget = int(sys.argv[2]) if len(sys.argv) > 2 else 4096
+batches = decode_batches(sources, budget, DEFAULT_SEARCH.max_len_a, DEFAULT_SEARCH.max_len_b)
 res = {}
-for name in sorted(p.name for p in folder.iterdir()):
+for name in sys.argv[3:] or sorted(p.name for p in folder.iterdir()):
     run = ct2_search(folder / name, tok, 5, torch.device("cpu"), 1)
     speeds = [time_decoding(run, batches, torch.device("cpu"))[0]["sentences_per_s"] for _ in range(2)]
     res[name] = speeds
-print(json.dumps({"CT2_USE_MKL": os.environ.get("CT2_USE_MKL"), "beam5_sentences_per_s": res}))
+env = {k: os.environ.get(k) for k in ("CT2_USE_MKL", "CT2_FORCE_CPU_ISA")}
+print(json.dumps({**env, "max_tokens": budget, "beam5_sentences_per_s": res}))
