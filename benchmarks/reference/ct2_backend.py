@@ -1,18 +1,29 @@
 """CTranslate2 beam-5 speed of transformer-small (random weights, timed as `mt benchmark decode`
 times it) in this process's CTranslate2 environment, e.g. CT2_USE_MKL=1 or CT2_FORCE_CPU_ISA=AVX2
-(#14). Arguments: sentences, then optionally the batch budget (default 4096) and one system
-(ct2-float32 or ct2-int8; default both).
+(#14). Arguments: sentences, then optionally the batch budget (default 4096) and the systems to
+time (ct2-float32, ct2-int8; default both).
 
     CT2_USE_MKL=1 OMP_NUM_THREADS=1 python benchmarks/reference/ct2_backend.py 200
     CT2_FORCE_CPU_ISA=AVX2 OMP_NUM_THREADS=1 python benchmarks/reference/ct2_backend.py 400 512 ct2-int8
 """
-import os, sys, json, time
+import json
+import os
+import sys
 from pathlib import Path
 from types import SimpleNamespace
+
 import torch
-from mt.tools.benchmark.decode import _load_split_sources, decode_batches, export_for_decode, ct2_search, time_decoding
-from mt.tools.benchmark.specs import spec_from_config
+
 from mt.models.search import DEFAULT_SEARCH
+from mt.tools.benchmark.decode import (
+    _load_split_sources,
+    ct2_search,
+    decode_batches,
+    export_for_decode,
+    time_decoding,
+)
+from mt.tools.benchmark.specs import spec_from_config
+
 torch.set_num_threads(1)
 args = SimpleNamespace(data_dir="data/multi30k", vocab_size=8000, seed=1, sentences=int(sys.argv[1]))
 sources, tok = _load_split_sources(args)

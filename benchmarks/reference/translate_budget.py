@@ -1,7 +1,8 @@
-"""Whole-file translation time against the batch budget (#14): `mt translate --max_tokens M` at
+r"""Whole-file translation time against the batch budget (#14): `mt translate --max_tokens M` at
 beam 5, for a CTranslate2 export and for the PyTorch checkpoint it came from, each run a fresh
 `mt` process pinned to one core (so the times include starting Python and loading the model).
-The budgets and engines take turns, REPEATS rounds; writes every run to OUT as JSON.
+Each round runs the budgets in ascending order, CTranslate2 before PyTorch at each; REPEATS rounds
+(default 3); every run is written to OUT as JSON.
 
     python benchmarks/reference/translate_budget.py CHECKPOINT CT2_DIR SRC REF OUT [CORE] [REPEATS]
 
@@ -55,4 +56,6 @@ def main(checkpoint, ct2_dir, src, ref, out, core="1", repeats="3"):
 
 
 if __name__ == "__main__":
+    if not 6 <= len(sys.argv) <= 8:
+        sys.exit(__doc__)
     main(*sys.argv[1:])
