@@ -2,10 +2,11 @@
 
 ``nn.Dropout`` on a CPU draws one Bernoulli sample per element (``bernoulli_``), which cost
 6-7 ms per million elements on this project's AMD EPYC at one thread: the 17 dropouts of a
-transformer-small training step under bf16 took ~110 ms of its ~1.8 s. Here one 64-bit random integer gives the decisions of four elements (16 bits
-each, ~1.5 ms per million elements). The drop probability is therefore a multiple of 1/65536, the
-nearest to ``p`` (at most 7.6e-6 from it), and kept elements are scaled by the inverse of the
-actual keep probability, so the expected value is preserved exactly as in ``nn.Dropout``.
+transformer-small training step under bf16 took ~110 ms of its ~1.8 s. Here one 64-bit random
+integer gives the decisions of four elements (16 bits each, ~1.5 ms per million elements). The
+drop probability is therefore a multiple of 1/65536, the nearest to ``p`` (at most 7.6e-6 from
+it), and kept elements are scaled by the inverse of the actual keep probability, so the expected
+value is preserved exactly as in ``nn.Dropout``.
 
 Measured at one and two threads (forward and backward of a (256, 16, 256) bf16 tensor: 8.2 -> 4.5
 ms at one thread, 8.2 -> 3.1 ms at two). The 64-bit draw runs on one thread while ``bernoulli_``
